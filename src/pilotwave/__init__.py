@@ -1,0 +1,55 @@
+"""pilotwave: run ML and statistics jobs and workflows on any machine, durably.
+
+import pilotwave as pw
+
+@pw.job(cores=1)
+def square(x: int) -> int:
+    return x * x
+
+futures = square.map(range(10))
+print([f.result() for f in futures])
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from pilotwave.sdk.client import Client, connect
+from pilotwave.sdk.context import outputs
+from pilotwave.sdk.errors import (
+    ApiError,
+    ConfigError,
+    JobCancelled,
+    JobFailed,
+    NotFound,
+    PilotwaveError,
+    ResultError,
+    SandboxError,
+    ServerUnreachable,
+)
+from pilotwave.sdk.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, as_completed, wait
+from pilotwave.sdk.jobs import JobFunction, job, shell
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "ApiError",
+    "Client",
+    "ConfigError",
+    "Future",
+    "JobCancelled",
+    "JobFailed",
+    "JobFunction",
+    "NotFound",
+    "PilotwaveError",
+    "ResultError",
+    "SandboxError",
+    "ServerUnreachable",
+    "__version__",
+    "as_completed",
+    "connect",
+    "job",
+    "outputs",
+    "shell",
+    "wait",
+]

@@ -1,0 +1,1 @@
+"""The `pilotwave` command line (typer)."""

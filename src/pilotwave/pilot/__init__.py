@@ -1,0 +1,1 @@
+"""The pilot: registers a machine's resources, pulls jobs that fit, runs them, reports back."""

@@ -1,0 +1,230 @@
+"""Running payloads: Python jobs in warm worker processes, shell jobs as subprocesses.
+
+Every payload runs in its own session (process group) so a kill takes its children too,
+and writes stdout+stderr to a log file that the pilot tails for live logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+WORKER_LOG_ROTATE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: str | None = None
+    error: str | None = None
+    retryable: bool = True
+    exit_code: int | None = None
+    cpu_s: float | None = None
+    max_rss_mb: float | None = None
+    killed: bool = False
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Worker:
+    """One warm Python process bound to a sandbox and a GPU set."""
+
+    _seq = 0
+
+    def __init__(
+        self, key: tuple[Any, ...], workdir: Path, sandbox: Path | None, env: dict[str, str]
+    ) -> None:
+        Worker._seq += 1
+        self.key = key
+        self.name = f"w{Worker._seq}"
+        self.log_path = workdir / f"{self.name}.log"
+        parent, child = socket.socketpair()
+        env = {**env, "PILOTWAVE_SANDBOX": str(sandbox) if sandbox else "", "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pilotwave.pilot.worker", str(child.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(child.fileno(),),
+                cwd=str(sandbox or workdir),
+                env=env,
+                start_new_session=True,
+            )
+        child.close()
+        self.conn = Connection(os.dup(parent.fileno()))
+        parent.close()
+        self.jobs_run = 0
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, msg: dict[str, Any]) -> Outcome:
+        """Send a job and wait for its reply; a dead worker gives a failed outcome."""
+        try:
+            self.conn.send(msg)
+            reply = self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            code = self.proc.wait()
+            return Outcome(
+                False,
+                error=f"the worker process died ({_signal_text(code)}) while running the job",
+                exit_code=code,
+                killed=code == -signal.SIGKILL,
+            )
+        self.jobs_run += 1
+        return Outcome(
+            ok=reply["ok"],
+            result=reply.get("result"),
+            error=reply.get("error"),
+            retryable=reply.get("retryable", True),
+            cpu_s=reply.get("cpu_s"),
+            max_rss_mb=reply.get("max_rss_mb"),
+        )
+
+    def kill(self) -> None:
+        _killpg(self.proc.pid)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send({"op": "exit"})
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait()
+        self.conn.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+class WorkerPool:
+    """Idle workers by key, reused by later jobs of the same sandbox and GPU set."""
+
+    def __init__(self, workdir: Path, max_idle: int) -> None:
+        self.workdir = workdir
+        self.max_idle = max_idle
+        self._idle: OrderedDict[int, Worker] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def acquire(
+        self, key: tuple[Any, ...], sandbox: Path | None, env: dict[str, str], fresh: bool
+    ) -> Worker:
+        if not fresh:
+            with self._lock:
+                for wid, w in self._idle.items():
+                    if w.key == key:
+                        del self._idle[wid]
+                        if w.alive():
+                            return w
+                        w.stop()
+                        break
+        return Worker(key, self.workdir, sandbox, env)
+
+    def release(self, worker: Worker, reusable: bool) -> None:
+        if not reusable or not worker.alive() or worker.log_size() > WORKER_LOG_ROTATE_BYTES:
+            worker.kill()
+            worker.stop()
+            return
+        evict = []
+        with self._lock:
+            self._idle[id(worker)] = worker
+            while len(self._idle) > self.max_idle:
+                evict.append(self._idle.popitem(last=False)[1])
+        for w in evict:
+            w.stop()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            workers = list(self._idle.values())
+            self._idle.clear()
+        for w in workers:
+            w.stop()
+
+
+class ShellRun:
+    """A command as a subprocess, output to ``log_path``."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "ab") as out:
+            try:
+                self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(cwd),
+                    env=env,
+                    start_new_session=True,
+                )
+                self.start_error: str | None = None
+            except OSError as exc:
+                self.proc = None
+                self.start_error = f"cannot start {argv[0]!r}: {exc}"
+
+    def wait(self) -> Outcome:
+        if self.proc is None:
+            return Outcome(False, error=self.start_error, retryable=False)
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = code
+        cpu = usage.ru_utime + usage.ru_stime
+        rss = usage.ru_maxrss / 1024
+        if code == 0:
+            return Outcome(True, exit_code=0, cpu_s=cpu, max_rss_mb=rss)
+        return Outcome(
+            False,
+            error=f"command failed: {_signal_text(code)}",
+            exit_code=code,
+            cpu_s=cpu,
+            max_rss_mb=rss,
+            killed=code == -signal.SIGKILL,
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            _killpg(self.proc.pid)
+
+
+def wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)

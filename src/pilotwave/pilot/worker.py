@@ -1,0 +1,147 @@
+"""A warm Python worker: imports job functions from one sandbox and runs them one at a time.
+
+Started by the pilot as ``python -m pilotwave.pilot.worker FD`` with stdout and stderr
+going to a log file the pilot tails; job messages and replies travel over the socket FD.
+Kept imports here are minimal so a fresh worker starts fast.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import json
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+_libc: Any = None
+
+
+def _flush() -> None:
+    """Flush Python's and C's stdio buffers so the log holds everything the job printed."""
+    global _libc
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None)
+        _libc.fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays are common results in ML code: send them as plain numbers/lists.
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return obj.tolist()
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def resolve(ref: dict[str, Any]) -> Any:
+    """Import the function a job names: ``module:qualname``, or a script path for ``__main__``."""
+    if ref.get("module"):
+        obj: Any = importlib.import_module(ref["module"])
+    else:
+        path = Path(ref["path"]).resolve()
+        name = "__pw_main__" + str(abs(hash(str(path))))
+        obj = sys.modules.get(name)
+        if obj is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {path}")
+            obj = importlib.util.module_from_spec(spec)
+            sys.modules[name] = obj
+            spec.loader.exec_module(obj)
+    for part in ref["qualname"].split("."):
+        obj = getattr(obj, part)
+    return getattr(obj, "fn", obj)  # a @pw.job wrapper: call the plain function
+
+
+def run_job(msg: dict[str, Any]) -> dict[str, Any]:
+    from pilotwave.sdk.context import JobContext, set_current
+
+    set_current(JobContext(msg["job_id"], msg["attempt"], Path(msg["outputs"])))
+    os.environ["PILOTWAVE_JOB_ID"] = str(msg["job_id"])
+    os.environ["PILOTWAVE_ATTEMPT"] = str(msg["attempt"])
+    os.environ["PILOTWAVE_OUTPUTS"] = msg["outputs"]
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        try:
+            fn = resolve(msg["function"])
+        except Exception:
+            tb = traceback.format_exc()
+            sys.stderr.write(tb)
+            return {
+                "ok": False,
+                "error": f"cannot import the job function {msg['function']}:\n{tb}",
+                "retryable": True,
+            }
+        try:
+            value = fn(*msg["args"], **msg["kwargs"])
+        except (
+            BaseException
+        ):  # SystemExit and KeyboardInterrupt in user code fail the job, not the worker
+            tb = traceback.format_exc()
+            sys.stderr.write(tb)
+            return {"ok": False, "error": tb, "retryable": True}
+        try:
+            text = json.dumps(value, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            err = (
+                f"ResultError: the value returned by {msg['function']['qualname']} is not JSON-serializable "
+                f"({exc}); return numbers, strings, lists and dicts, and write other outputs to pw.outputs()"
+            )
+            sys.stderr.write(err + "\n")
+            return {"ok": False, "error": err, "retryable": False}
+        if len(text) > msg["max_result_bytes"]:
+            err = (
+                f"ResultError: the result is {len(text)} bytes, over the limit of {msg['max_result_bytes']}; "
+                "write large outputs to pw.outputs() and return their names"
+            )
+            sys.stderr.write(err + "\n")
+            return {"ok": False, "error": err, "retryable": False}
+        return {"ok": True, "result": text}
+    finally:
+        _flush()
+        set_current(None)
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        msg["_cpu_s"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+        msg["_rss_mb"] = ru1.ru_maxrss / 1024
+
+
+def main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    conn = Connection(os.dup(sock.fileno()))
+    sock.close()
+    sandbox = os.environ.get("PILOTWAVE_SANDBOX")
+    if sandbox:
+        sys.path.insert(0, sandbox)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg.get("op") == "exit":
+            return
+        t0 = time.perf_counter()
+        reply = run_job(msg)
+        reply["cpu_s"] = msg.get("_cpu_s")
+        reply["max_rss_mb"] = msg.get("_rss_mb")
+        reply["wall_s"] = time.perf_counter() - t0
+        conn.send(reply)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

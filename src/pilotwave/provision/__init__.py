@@ -1,0 +1,1 @@
+"""Keeping pilots running: local processes (and, later, batch systems)."""

@@ -1,0 +1,1 @@
+"""The user side: decorators, futures, the HTTP client, sandboxes and configuration."""

@@ -1,0 +1,184 @@
+"""The user's client: submit jobs, wait for them, read logs and artifacts, manage users and tokens."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pilotwave.sdk import config, sandbox
+from pilotwave.sdk.http import Http
+
+SUBMIT_BATCH = 1000
+
+
+class Client:
+    """A connection to a pilotwave server.  ``Client()`` reads ``PILOTWAVE_URL``/``PILOTWAVE_TOKEN`` or ``client.json``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        cfg = config.resolve(url, token)
+        self.url = cfg.url
+        self.http = Http(cfg.url, cfg.token)
+        self._sandboxes: dict[Path, tuple[Any, str]] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sandboxes -------------------------------------------------------------------
+
+    def sandbox_for(self, root: Path) -> str:
+        """Pack ``root`` and upload it unless the server has it; cached while the tree is unchanged."""
+        root = root.resolve()
+        with self._lock:
+            sig = sandbox.signature(root)
+            cached = self._sandboxes.get(root)
+            if cached and cached[0] == sig:
+                return cached[1]
+            box = sandbox.pack(root)
+            self.upload_blob(box.sha256, box.data)
+            self._sandboxes[root] = (sig, box.sha256)
+            return box.sha256
+
+    def upload_blob(self, sha256: str, data: bytes) -> None:
+        self.http.put_blob(sha256, data)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def submit(self, jobs: Sequence[dict[str, Any]]) -> list[int]:
+        """Submit job specs (see the REST API) in batches; returns ids in order."""
+        ids: list[int] = []
+        for i in range(0, len(jobs), SUBMIT_BATCH):
+            ids += self.http.post("/api/v1/jobs", {"jobs": list(jobs[i : i + SUBMIT_BATCH])})["ids"]
+        return ids
+
+    def job(self, job_id: int, wait_s: float = 0.0) -> dict[str, Any]:
+        params = {"wait": wait_s} if wait_s else None
+        return self.http.get(f"/api/v1/jobs/{job_id}", params=params, wait_s=wait_s)
+
+    def jobs(
+        self,
+        *,
+        state: Iterable[str] = (),
+        queue: str | None = None,
+        ids: Iterable[int] = (),
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "state": list(state), "ids": list(ids)}
+        if queue:
+            params["queue"] = queue
+        return self.http.get("/api/v1/jobs", params=params)["jobs"]
+
+    def summary(self) -> dict[str, int]:
+        return self.http.get("/api/v1/jobs/summary")["counts"]
+
+    def wait_any(self, ids: Sequence[int], timeout_s: float) -> dict[int, dict[str, Any]]:
+        """Long-poll until at least one of ``ids`` is final (or the time is up); returns the final ones."""
+        out: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(ids), 20_000):
+            chunk = list(ids[i : i + 20_000])
+            # Only the first chunk waits: the others are merely checked.
+            wait = timeout_s if not out and i == 0 else 0.0
+            done = self.http.post(
+                "/api/v1/jobs/wait", {"ids": chunk, "timeout_s": wait}, wait_s=wait
+            )["done"]
+            out.update({int(k): v for k, v in done.items()})
+        return out
+
+    def cancel(self, ids: Sequence[int]) -> list[int]:
+        return self.http.post("/api/v1/jobs/cancel", {"ids": list(ids)})["cancelled"]
+
+    def events(self, job_id: int) -> list[dict[str, Any]]:
+        return self.http.get(f"/api/v1/jobs/{job_id}/events")["events"]
+
+    def logs(
+        self, job_id: int, *, follow: bool = False, wait_s: float = 30.0
+    ) -> Iterator[dict[str, Any]]:
+        """Yield log chunks (``attempt``, ``pos``, ``data``); with ``follow``, until the job is final."""
+        attempt, pos = 0, -1
+        while True:
+            params = {"attempt": attempt, "pos": pos, "wait": wait_s if follow else 0}
+            page = self.http.get(
+                f"/api/v1/jobs/{job_id}/logs", params=params, wait_s=params["wait"]
+            )
+            yield from page["chunks"]
+            attempt, pos = page["cursor"]["attempt"], page["cursor"]["pos"]
+            if not follow or (
+                page["state"] in ("succeeded", "failed", "cancelled") and not page["chunks"]
+            ):
+                return
+
+    def artifacts(self, job_id: int) -> list[dict[str, Any]]:
+        return self.http.get(f"/api/v1/jobs/{job_id}/artifacts")["artifacts"]
+
+    def artifact(self, job_id: int, name: str) -> bytes:
+        return self.http.get(f"/api/v1/jobs/{job_id}/artifacts/{name}", raw=True)
+
+    def download(self, job_id: int, dest: Path, names: Iterable[str] | None = None) -> list[Path]:
+        """Write a job's artifacts under ``dest``; returns the files written."""
+        wanted = set(names) if names is not None else None
+        written = []
+        for a in self.artifacts(job_id):
+            if wanted is not None and a["name"] not in wanted:
+                continue
+            path = Path(dest) / a["name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(self.artifact(job_id, a["name"]))
+            written.append(path)
+        return written
+
+    # -- pilots, users, tokens -------------------------------------------------------
+
+    def pilots(self) -> list[dict[str, Any]]:
+        return self.http.get("/api/v1/pilots")["pilots"]
+
+    def whoami(self) -> dict[str, Any]:
+        return self.http.get("/api/v1/whoami")
+
+    def add_user(self, name: str) -> dict[str, Any]:
+        return self.http.post("/api/v1/admin/users", {"name": name})
+
+    def create_token(
+        self, user: str, role: str = "user", queues: list[str] | None = None, description: str = ""
+    ) -> dict[str, Any]:
+        body = {"user": user, "role": role, "queues": queues, "description": description}
+        return self.http.post("/api/v1/admin/tokens", body)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.http.get("/api/v1/admin/tokens")["tokens"]
+
+    def revoke_token(self, token_id: int) -> None:
+        self.http.request("DELETE", f"/api/v1/admin/tokens/{token_id}")
+
+    def health(self) -> dict[str, Any]:
+        return self.http.get("/api/v1/health")
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The process-wide client, created on first use from the environment or ``client.json``."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def connect(url: str | None = None, token: str | None = None) -> Client:
+    """Set (and return) the process-wide client."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        _default = Client(url, token)
+        return _default

@@ -1,0 +1,51 @@
+"""Where the server is and which token to use: arguments, then the environment, then ``client.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pilotwave.sdk.errors import ConfigError
+
+
+def home() -> Path:
+    return Path(os.environ.get("PILOTWAVE_HOME", "~/.pilotwave")).expanduser()
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    url: str
+    token: str
+
+
+def resolve(url: str | None = None, token: str | None = None) -> ClientConfig:
+    """Resolve the server URL and token; raise ``ConfigError`` saying how to set them if missing."""
+    url = url or os.environ.get("PILOTWAVE_URL")
+    token = token or os.environ.get("PILOTWAVE_TOKEN")
+    path = home() / "client.json"
+    if (not url or not token) and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        url = url or saved.get("url")
+        token = token or saved.get("token")
+    if not url or not token:
+        raise ConfigError(
+            "no pilotwave server configured: run `pilotwave up` (writes "
+            f"{path}), or set PILOTWAVE_URL and PILOTWAVE_TOKEN"
+        )
+    return ClientConfig(url.rstrip("/"), token)
+
+
+def save(url: str, token: str, directory: Path | None = None) -> Path:
+    """Write ``client.json`` (mode 0600) so the SDK and CLI need no configuration."""
+    directory = directory or home()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "client.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "token": token}, f)
+    return path

@@ -1,0 +1,109 @@
+"""HTTP transport shared by the SDK and the pilot: auth, JSON, error mapping, retries on transport errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from typing import Any
+
+import httpx
+
+from pilotwave.sdk.errors import ApiError, NotFound, ServerUnreachable, api_error
+
+log = logging.getLogger(__name__)
+_RETRY_STATUS = {502, 503, 504}
+
+
+class Http:
+    """A connection-pooled JSON client for one server and token.
+
+    Requests that are safe to repeat (all of pilotwave's: reads, keyed submits,
+    idempotent reports) are retried on transport errors for up to ``retry_for_s``.
+    """
+
+    def __init__(
+        self, url: str, token: str, *, retry_for_s: float = 30.0, timeout_s: float = 30.0
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry_for_s = retry_for_s
+        self._client = httpx.Client(
+            base_url=self.url,
+            headers={"authorization": f"Bearer {token}", "user-agent": "pilotwave"},
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        wait_s: float = 0.0,
+        retry_for_s: float | None = None,
+        raw: bool = False,
+    ) -> Any:
+        """Send a request; return the decoded JSON (or bytes with ``raw``); raise ``ApiError`` subclasses."""
+        budget = self.retry_for_s if retry_for_s is None else retry_for_s
+        deadline = time.monotonic() + budget
+        delay = 0.1
+        timeout = httpx.Timeout(wait_s + 30.0, connect=10.0)
+        headers = {"content-type": "application/json"} if json_body is not None else None
+        body = json.dumps(json_body, allow_nan=True).encode() if json_body is not None else content
+        while True:
+            try:
+                resp = self._client.request(
+                    method, path, content=body, params=params, timeout=timeout, headers=headers
+                )
+            except httpx.TransportError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ServerUnreachable(
+                        f"cannot reach the pilotwave server at {self.url}: {exc}"
+                    ) from exc
+                log.info("retrying %s %s after %s", method, path, type(exc).__name__)
+            else:
+                if resp.status_code < 400:
+                    if raw:
+                        return resp.content
+                    return resp.json() if resp.content else None
+                if resp.status_code not in _RETRY_STATUS or time.monotonic() + delay > deadline:
+                    raise _error(resp)
+            time.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 5.0)
+
+    def put_blob(self, sha256: str, data: bytes) -> None:
+        """Upload content-addressed data unless the server already has it."""
+        try:
+            self.request("HEAD", f"/api/v1/blobs/{sha256}", raw=True)
+        except NotFound:
+            self.request(
+                "PUT",
+                f"/api/v1/blobs/{sha256}",
+                content=data,
+                raw=True,
+                retry_for_s=max(self.retry_for_s, 60.0),
+            )
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, json_body=body if body is not None else {}, **kw)
+
+
+def _error(resp: httpx.Response) -> ApiError:
+    try:
+        data = resp.json()
+        detail, field = data.get("detail", resp.text), data.get("field")
+    except ValueError:
+        detail, field = resp.text or resp.reason_phrase, None
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    return api_error(resp.status_code, detail, field)

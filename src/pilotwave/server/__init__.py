@@ -1,0 +1,1 @@
+"""The pilotwave server: REST API over the durable job queue (FastAPI)."""

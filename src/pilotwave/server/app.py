@@ -1,0 +1,244 @@
+"""The FastAPI application: wiring, error mapping, size limits, the reaper, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import pilotwave
+from pilotwave.server import auth
+from pilotwave.server.core import JSON, ApiError, Core, now
+from pilotwave.server.routes import admin, blobs, jobs, pilots
+from pilotwave.server.settings import Settings
+from pilotwave.store import migrate
+from pilotwave.store.db import Database
+from pilotwave.store.schema import jobs as jobs_table
+from pilotwave.wms import pilots as wms_pilots
+from pilotwave.wms.errors import WmsError
+from pilotwave.wms.states import JobState
+from pilotwave.wms.wakeups import queue_topic
+
+log = logging.getLogger("pilotwave.server")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    db = Database(settings.database_url)
+    migrate.upgrade(db)
+    core = Core(settings, db)
+    admin_token = _bootstrap(core)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        core.notifier.bind(asyncio.get_running_loop())
+        await _schedule_backoffs(core)
+        reaper = asyncio.create_task(_reap_forever(core))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            core.notifier.close()
+            db.dispose()
+
+    app = FastAPI(
+        title="pilotwave",
+        version=pilotwave.__version__,
+        lifespan=lifespan,
+        default_response_class=JSON,
+        description="Job queue and workflow engine for distributed ML and statistics.",
+    )
+    app.state.core = core
+    app.state.admin_token = admin_token
+    for r in (jobs.router, pilots.router, blobs.router, admin.router):
+        app.include_router(r)
+    _error_handlers(app)
+
+    @app.get("/api/v1/health", tags=["meta"])
+    async def health() -> Any:
+        await core.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+        return JSON({"status": "ok", "version": pilotwave.__version__, "database": db.dialect})
+
+    @app.get("/metrics", tags=["meta"])
+    async def metrics() -> Response:
+        body = await asyncio.to_thread(core.metrics.render)
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(LatencyMiddleware, core=core)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, exempt_prefix="/api/v1/blobs/")
+    return app
+
+
+def _bootstrap(core: Core) -> str | None:
+    """Create the first admin token on an empty database and store it (mode 0600) under the home."""
+    with core.db.write() as conn:
+        token = auth.bootstrap_admin(conn, now())
+    if token is not None:
+        path = core.settings.home / "admin-token"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        log.info("created the admin token: %s", path)
+    return token
+
+
+async def _schedule_backoffs(core: Core) -> None:
+    """Retries waiting out a back-off survive a restart: wake their queues when the wait ends."""
+
+    def run(conn: sa.Connection) -> list[tuple[str, float]]:
+        q = (
+            sa.select(jobs_table.c.queue, sa.func.min(jobs_table.c.not_before))
+            .where(jobs_table.c.state == JobState.QUEUED, jobs_table.c.not_before > now())
+            .group_by(jobs_table.c.queue)
+        )
+        return [(r[0], r[1]) for r in conn.execute(q)]
+
+    for queue, when in await core.read(run):
+        core.notifier.publish_at(when, queue_topic(queue))
+
+
+async def _reap_forever(core: Core) -> None:
+    s = core.settings
+    period = max(0.05, min(s.heartbeat_interval_s, s.heartbeat_timeout_s / 3))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            lost = await core.write(
+                lambda conn, wake: wms_pilots.reap(
+                    conn, now(), s.heartbeat_timeout_s, s.retry, wake
+                )
+            )
+            for pid in lost:
+                log.warning("pilot lost pilot=%s timeout_s=%g", pid, s.heartbeat_timeout_s)
+        except Exception:  # keep reaping whatever one round hit
+            log.exception("reaper round failed")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors = [{"field": _loc(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return JSON(
+            {
+                "detail": f"{first['field']}: {first['message']}",
+                "field": first["field"],
+                "errors": errors,
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(WmsError)
+    async def wms_error(_: Request, exc: WmsError) -> Response:
+        return JSON(
+            {"detail": str(exc), "field": getattr(exc, "field", None)}, status_code=exc.status
+        )
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return JSON({"detail": str(exc), "field": exc.field}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return JSON({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSON(
+            {"detail": f"internal server error ({type(exc).__name__}); see the server log"},
+            status_code=500,
+        )
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, by header, or by reading a chunked body first."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt_prefix: str = "") -> None:
+        self.app, self.limit, self.exempt_prefix = app, limit, exempt_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            self.exempt_prefix and scope["path"].startswith(self.exempt_prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", ())).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.limit:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No length given (chunked): buffer up to the limit, then replay.
+        messages: list[Message] = []
+        size = 0
+        while True:
+            msg = await receive()
+            messages.append(msg)
+            if msg["type"] != "http.request":
+                break
+            size += len(msg.get("body", b""))
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            if not msg.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = JSON({"detail": f"request body exceeds the limit of {self.limit} bytes"}).body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class LatencyMiddleware:
+    def __init__(self, app: ASGIApp, core: Core) -> None:
+        self.app, self.core = app, core
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "other")
+            self.core.metrics.request_latency.labels(path).observe(time.perf_counter() - t0)

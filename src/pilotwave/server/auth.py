@@ -1,0 +1,180 @@
+"""Bearer tokens and who they belong to.
+
+Tokens are random strings shown once; the database keeps their SHA-256.  Roles:
+``admin`` (everything, sees everyone's jobs), ``user`` (submits and sees their own
+jobs), ``pilot`` (registers pilots and runs jobs from the queues the token names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pilotwave.store.schema import tokens, users
+from pilotwave.wms.errors import Conflict, Invalid, NotFound
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    """Manages users, tokens and pilots; sees every job."""
+    USER = "user"
+    """Submits jobs and sees only their own."""
+    PILOT = "pilot"
+    """Runs jobs from the queues it is scoped to; cannot submit."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    user_id: int
+    user: str
+    role: Role
+    queues: tuple[str, ...] = ()
+
+    @property
+    def sees_all(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def owner_filter(self) -> int | None:
+        """The owner id to filter jobs by; ``None`` for an admin."""
+        return None if self.sees_all else self.user_id
+
+    def may_serve(self, queue: str) -> bool:
+        if self.role is Role.ADMIN:
+            return True
+        return self.role is Role.PILOT and ("*" in self.queues or queue in self.queues)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token(role: Role) -> str:
+    return f"pw{role.value[0]}_{secrets.token_urlsafe(32)}"
+
+
+def lookup(conn: Connection, token: str) -> Principal | None:
+    row = conn.execute(
+        sa.select(
+            tokens.c.id, tokens.c.role, tokens.c.queues, users.c.id.label("uid"), users.c.name
+        )
+        .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+        .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        return None
+    return Principal(row.id, row.uid, row.name, Role(row.role), tuple(row.queues or ()))
+
+
+class TokenCache:
+    """Principals by token for a few seconds, keeping auth off the hot path's database load."""
+
+    def __init__(self, ttl_s: float = 10.0) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        hit = self._entries.get(token)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, token: str, principal: Principal) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[token] = (time.monotonic() + self.ttl_s, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def create_user(conn: Connection, name: str, now: float) -> dict[str, Any]:
+    if not NAME_RE.match(name):
+        raise Invalid(f"invalid user name {name!r}: use letters, digits and _.@-", field="name")
+    if conn.execute(sa.select(users.c.id).where(users.c.name == name)).first():
+        raise Conflict(f"user {name!r} exists")
+    uid = conn.execute(
+        users.insert().values(name=name, created_at=now).returning(users.c.id)
+    ).scalar_one()
+    return {"id": uid, "name": name, "created_at": now}
+
+
+def user_id(conn: Connection, name: str) -> int:
+    uid = conn.scalar(sa.select(users.c.id).where(users.c.name == name))
+    if uid is None:
+        raise NotFound(f"no user {name!r}")
+    return int(uid)
+
+
+def create_token(
+    conn: Connection,
+    user: str,
+    role: Role,
+    now: float,
+    queues: list[str] | None = None,
+    description: str = "",
+) -> tuple[int, str]:
+    """Create a token for ``user``; returns its id and the secret (shown only now)."""
+    if role is Role.PILOT and not queues:
+        raise Invalid("a pilot token needs the queues it may serve", field="queues")
+    secret = new_token(role)
+    tid = conn.execute(
+        tokens.insert()
+        .values(
+            token_hash=hash_token(secret),
+            role=role,
+            user_id=user_id(conn, user),
+            queues=queues if role is Role.PILOT else None,
+            description=description,
+            created_at=now,
+        )
+        .returning(tokens.c.id)
+    ).scalar_one()
+    return int(tid), secret
+
+
+def revoke_token(conn: Connection, token_id: int, now: float) -> None:
+    done = conn.execute(
+        tokens.update()
+        .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    ).rowcount
+    if not done:
+        raise NotFound(f"no active token {token_id}")
+
+
+def list_tokens(conn: Connection) -> list[dict[str, Any]]:
+    q = (
+        sa.select(
+            tokens.c.id,
+            tokens.c.role,
+            tokens.c.queues,
+            tokens.c.description,
+            tokens.c.created_at,
+            tokens.c.revoked_at,
+            users.c.name.label("user"),
+        )
+        .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
+        .order_by(tokens.c.id)
+    )
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def bootstrap_admin(conn: Connection, now: float) -> str | None:
+    """On an empty database: create the ``admin`` user and an admin token (returned once)."""
+    if conn.execute(sa.select(tokens.c.id).limit(1)).first():
+        return None
+    if not conn.execute(sa.select(users.c.id).where(users.c.name == "admin")).first():
+        create_user(conn, "admin", now)
+    return create_token(conn, "admin", Role.ADMIN, now, description="bootstrap admin token")[1]

@@ -1,0 +1,112 @@
+"""What every route needs: the database, the notifier, settings, metrics and the caller's identity."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
+
+from pilotwave.server import auth
+from pilotwave.server.auth import Principal, Role
+from pilotwave.server.metrics import Metrics
+from pilotwave.server.notify import Notifier
+from pilotwave.server.settings import Settings
+from pilotwave.store.db import Database
+from pilotwave.wms.wakeups import Wakeups
+
+T = TypeVar("T")
+
+
+class Core:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.notifier = Notifier()
+        self.metrics = Metrics(db)
+        self.tokens = auth.TokenCache()
+
+    async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
+        """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected."""
+        wake = Wakeups()
+
+        def tx(conn: Connection) -> T:
+            nonlocal wake
+            wake = Wakeups()  # a retried transaction starts over
+            return fn(conn, wake)
+
+        result = await run_in_threadpool(self.db.transact, tx)
+        self.notifier.apply(wake)
+        return result
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self.db.read() as conn:
+                return fn(conn)
+
+        return await run_in_threadpool(run)
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, raised by routes for anything the WMS layer does not cover."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+class JSON(Response):
+    """Fast JSON responses (orjson); pre-serialized payloads can be embedded with ``orjson.Fragment``."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def get_core(request: Request) -> Core:
+    return request.app.state.core
+
+
+CoreDep = Annotated[Core, Depends(get_core)]
+
+
+async def get_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing bearer token: set PILOTWAVE_TOKEN or run `pilotwave up`")
+    core = get_core(request)
+    principal = core.tokens.get(token)
+    if principal is None:
+        principal = await core.read(lambda conn: auth.lookup(conn, token))
+        if principal is None:
+            raise ApiError(401, "unknown or revoked token")
+        core.tokens.put(token, principal)
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(principal: Principal, *roles: Role) -> None:
+    if principal.role not in roles:
+        allowed = " or ".join(r.value for r in roles)
+        raise ApiError(403, f"a {principal.role.value} token cannot do this (needs {allowed})")
+
+
+def now() -> float:
+    return time.time()

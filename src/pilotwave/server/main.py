@@ -1,0 +1,63 @@
+"""Run the server: bind, write ``server.json`` (URL and pid) under the home, serve until stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from pilotwave.server.app import create_app
+from pilotwave.server.settings import Settings
+
+log = logging.getLogger("pilotwave.server")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+
+def write_server_file(home: Path, url: str) -> Path:
+    path = home / "server.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    tmp.replace(path)
+    return path
+
+
+def serve(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning"
+) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    sock = bind(host, port)
+    url = url_for(sock)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=120,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    write_server_file(settings.home, url)
+    log.info("serving url=%s db=%s", url, settings.database_url.split("@")[-1])
+    server.run(sockets=[sock])

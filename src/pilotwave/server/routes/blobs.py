@@ -1,0 +1,67 @@
+"""Content-addressed blobs (sandboxes and artifact contents): upload once, idempotent by SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+
+from pilotwave.server.auth import Role
+from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
+from pilotwave.store.db import insert_ignoring_duplicates
+from pilotwave.store.schema import blobs
+from pilotwave.wms.errors import NotFound
+
+router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
+Sha = Path(pattern=r"^[0-9a-f]{64}$")
+
+
+@router.head("/{sha256}")
+async def exists(core: CoreDep, who: PrincipalDep, sha256: str = Sha) -> Response:
+    size = await core.read(
+        lambda conn: conn.scalar(sa.select(blobs.c.size).where(blobs.c.sha256 == sha256))
+    )
+    if size is None:
+        return Response(status_code=404)
+    return Response(headers={"content-length": str(size)})
+
+
+@router.put("/{sha256}", status_code=201, response_class=JSON)
+async def upload(request: Request, core: CoreDep, who: PrincipalDep, sha256: str = Sha) -> Any:
+    """Store the body under its SHA-256 (which must match the path); uploading twice is harmless."""
+    require(who, Role.USER, Role.ADMIN, Role.PILOT)
+    limit = core.settings.max_blob_bytes
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise ApiError(413, f"upload exceeds the limit of {limit} bytes")
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != sha256:
+        raise ApiError(422, f"content has sha256 {digest}, not {sha256}", field="sha256")
+    t = now()
+    await core.write(
+        lambda conn, wake: insert_ignoring_duplicates(
+            conn,
+            blobs,
+            [{"sha256": sha256, "size": len(body), "data": bytes(body), "created_at": t}],
+        )
+    )
+    return JSON({"sha256": sha256, "size": len(body)}, status_code=201)
+
+
+@router.get("/{sha256}")
+async def download(core: CoreDep, who: PrincipalDep, sha256: str = Sha) -> Response:
+    """Blob contents, for pilots (sandboxes) and admins; users read artifacts through their jobs."""
+    require(who, Role.PILOT, Role.ADMIN)
+
+    def run(conn: sa.Connection) -> bytes:
+        data = conn.scalar(sa.select(blobs.c.data).where(blobs.c.sha256 == sha256))
+        if data is None:
+            raise NotFound(f"no blob {sha256}")
+        return bytes(data)
+
+    return Response(await core.read(run), media_type="application/octet-stream")

@@ -1,0 +1,242 @@
+"""Jobs: submit (batch), list, get (long-poll until final), wait for many, cancel, logs, events, artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from pilotwave.server.auth import Role
+from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
+from pilotwave.server.models import IdsIn, JobIn, SubmitIn, WaitIn
+from pilotwave.store.schema import artifacts, blobs
+from pilotwave.wms import attempts as wms_attempts
+from pilotwave.wms import jobs as wms_jobs
+from pilotwave.wms.errors import NotFound
+from pilotwave.wms.events import story
+from pilotwave.wms.states import FINAL_JOB_STATES, JobState
+from pilotwave.wms.wakeups import job_topic, log_topic
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+def _spec(job: JobIn, i: int, limit: int) -> wms_jobs.JobSpec:
+    payload = orjson.dumps(job.payload())
+    if len(payload) > limit:
+        field = "args" if job.kind == "python" else "argv"
+        raise ApiError(
+            413,
+            f"jobs[{i}].{field}: the job's arguments take {len(payload)} bytes, the limit is {limit}; "
+            "pass large inputs as files in the sandbox or as artifacts",
+            field=f"jobs[{i}].{field}",
+        )
+    name = job.name or (job.function.qualname if job.function else (job.argv or [""])[0])
+    return wms_jobs.JobSpec(
+        kind=job.kind,
+        spec=payload.decode(),
+        name=name[:200],
+        key=job.key,
+        sandbox=job.sandbox,
+        queue=job.queue,
+        labels=tuple(job.labels),
+        cores=job.cores,
+        memory_mb=job.memory_mb,
+        gpus=job.gpus,
+        gpu_model=job.gpu_model,
+        gpu_memory_mb=job.gpu_memory_mb,
+        walltime_s=job.walltime_s,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+        isolate=job.isolate,
+    )
+
+
+@router.post("", status_code=201, response_class=JSON)
+async def submit(body: SubmitIn, core: CoreDep, who: PrincipalDep) -> Any:
+    """Submit a batch of jobs; returns their ids in order.  Re-sending a ``key`` returns the same job."""
+    require(who, Role.USER, Role.ADMIN)
+    specs = [_spec(j, i, core.settings.max_spec_bytes) for i, j in enumerate(body.jobs)]
+    t = now()
+    ids = await core.write(lambda conn, wake: wms_jobs.submit(conn, who.user_id, specs, t, wake))
+    for s in specs:
+        core.metrics.submitted.labels(s.queue).inc()
+    return JSON({"ids": ids}, status_code=201)
+
+
+@router.get("", response_class=JSON)
+async def list_jobs(
+    core: CoreDep,
+    who: PrincipalDep,
+    state: list[JobState] = Query(default=[]),
+    queue: str | None = None,
+    ids: list[int] = Query(default=[]),
+    limit: int = Query(100, ge=1, le=10_000),
+    before: int | None = None,
+) -> Any:
+    rows = await core.read(
+        lambda conn: wms_jobs.list_jobs(
+            conn,
+            who.owner_filter,
+            states=state,
+            queue=queue,
+            ids=ids,
+            limit=limit,
+            before_id=before,
+        )
+    )
+    return JSON({"jobs": rows})
+
+
+@router.get("/summary", response_class=JSON)
+async def summary(core: CoreDep, who: PrincipalDep) -> Any:
+    """Job counts by state."""
+    return JSON({"counts": await core.read(lambda conn: wms_jobs.counts(conn, who.owner_filter))})
+
+
+def _public(job: dict[str, Any]) -> dict[str, Any]:
+    job = dict(job)
+    job["spec"] = orjson.Fragment(job["spec"])
+    if job.get("result") is not None:
+        job["result"] = orjson.Fragment(job["result"])
+    return job
+
+
+@router.get("/{job_id}", response_class=JSON)
+async def get_job(
+    job_id: int,
+    request: Request,
+    core: CoreDep,
+    who: PrincipalDep,
+    wait: float = Query(0.0, ge=0, le=60),
+) -> Any:
+    """One job with its attempts.  With ``wait``, hold the request until the job is final (or the time is up)."""
+
+    async def check() -> dict[str, Any] | None:
+        job = await core.read(lambda conn: wms_jobs.get(conn, job_id, who.owner_filter))
+        return job if job["state"] in FINAL_JOB_STATES else None
+
+    if wait > 0:
+        job = await core.notifier.poll([job_topic(job_id)], wait, check, request.receive)
+        if job is not None:
+            return JSON(_public(job))
+    job = await core.read(lambda conn: wms_jobs.get(conn, job_id, who.owner_filter))
+    return JSON(_public(job))
+
+
+@router.post("/wait", response_class=JSON)
+async def wait_jobs(body: WaitIn, request: Request, core: CoreDep, who: PrincipalDep) -> Any:
+    """Return as soon as at least one of ``ids`` is final: ``{"done": {id: {state, result, error}}}``."""
+    ids = list(dict.fromkeys(body.ids))
+
+    async def check() -> dict[int, Any]:
+        return await core.read(lambda conn: wms_jobs.finished(conn, ids, who.owner_filter))
+
+    done = await core.notifier.poll(
+        [job_topic(i) for i in ids], body.timeout_s, check, request.receive
+    )
+    out = {
+        i: {
+            "state": d["state"],
+            "error": d["error"],
+            "result": orjson.Fragment(d["result"]) if d["result"] is not None else None,
+        }
+        for i, d in done.items()
+    }
+    return JSON({"done": out})
+
+
+@router.post("/{job_id}/cancel", response_class=JSON)
+async def cancel_one(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+    require(who, Role.USER, Role.ADMIN)
+    t = now()
+    done = await core.write(
+        lambda conn, wake: wms_jobs.cancel(conn, [job_id], who.owner_filter, t, wake)
+    )
+    return JSON({"cancelled": done})
+
+
+@router.post("/cancel", response_class=JSON)
+async def cancel_many(body: IdsIn, core: CoreDep, who: PrincipalDep) -> Any:
+    require(who, Role.USER, Role.ADMIN)
+    t = now()
+    done = await core.write(
+        lambda conn, wake: wms_jobs.cancel(conn, body.ids, who.owner_filter, t, wake)
+    )
+    return JSON({"cancelled": done})
+
+
+@router.get("/{job_id}/logs", response_class=JSON)
+async def logs(
+    job_id: int,
+    request: Request,
+    core: CoreDep,
+    who: PrincipalDep,
+    attempt: int = Query(0, ge=0),
+    pos: int = Query(-1, ge=-1),
+    wait: float = Query(0.0, ge=0, le=60),
+) -> Any:
+    """Output after the cursor ``(attempt, pos)``; with ``wait``, hold until there is some or the job is final."""
+    cursor = (attempt, pos)
+
+    async def fetch() -> tuple[str, list[dict[str, Any]]]:
+        def run(conn: sa.Connection) -> tuple[str, list[dict[str, Any]]]:
+            state = wms_jobs.get(conn, job_id, who.owner_filter)["state"]
+            return state, wms_attempts.read_logs(conn, job_id, cursor)
+
+        return await core.read(run)
+
+    async def check() -> tuple[str, list[dict[str, Any]]] | None:
+        state, chunks = await fetch()
+        return (state, chunks) if chunks or state in FINAL_JOB_STATES else None
+
+    got = (
+        await core.notifier.poll(
+            [log_topic(job_id), job_topic(job_id)], wait, check, request.receive
+        )
+        if wait
+        else None
+    )
+    state, chunks = got or await fetch()
+    if chunks:
+        cursor = (chunks[-1]["attempt"], chunks[-1]["pos"])
+    return JSON(
+        {"state": state, "chunks": chunks, "cursor": {"attempt": cursor[0], "pos": cursor[1]}}
+    )
+
+
+@router.get("/{job_id}/events", response_class=JSON)
+async def events(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+    def run(conn: sa.Connection) -> list[dict[str, Any]]:
+        wms_jobs.get(conn, job_id, who.owner_filter)
+        return story(conn, job_id=job_id)
+
+    return JSON({"events": await core.read(run)})
+
+
+@router.get("/{job_id}/artifacts", response_class=JSON)
+async def list_artifacts(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+    def run(conn: sa.Connection) -> list[dict[str, Any]]:
+        wms_jobs.get(conn, job_id, who.owner_filter)
+        q = sa.select(artifacts).where(artifacts.c.job_id == job_id).order_by(artifacts.c.name)
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+    return JSON({"artifacts": await core.read(run)})
+
+
+@router.get("/{job_id}/artifacts/{name:path}")
+async def get_artifact(job_id: int, name: str, core: CoreDep, who: PrincipalDep) -> Response:
+    def run(conn: sa.Connection) -> bytes:
+        wms_jobs.get(conn, job_id, who.owner_filter)
+        data = conn.scalar(
+            sa.select(blobs.c.data)
+            .select_from(artifacts.join(blobs, blobs.c.sha256 == artifacts.c.sha256))
+            .where(artifacts.c.job_id == job_id, artifacts.c.name == name)
+        )
+        if data is None:
+            raise NotFound(f"job {job_id} has no artifact {name!r}")
+        return bytes(data)
+
+    return Response(await core.read(run), media_type="application/octet-stream")

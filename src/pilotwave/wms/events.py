@@ -1,0 +1,49 @@
+"""The events table: one row per state transition, so every job and pilot can tell its story."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pilotwave.store.schema import events
+
+
+def event(
+    ts: float,
+    to_state: str,
+    *,
+    job_id: int | None = None,
+    pilot_id: str | None = None,
+    attempt: int | None = None,
+    from_state: str | None = None,
+    reason: str = "",
+) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "job_id": job_id,
+        "pilot_id": pilot_id,
+        "attempt": attempt,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": reason[:200],
+    }
+
+
+def record(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(events.insert(), list(rows))
+
+
+def story(
+    conn: Connection, *, job_id: int | None = None, pilot_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Every recorded transition of one job or pilot, oldest first."""
+    q = sa.select(events).order_by(events.c.id)
+    if job_id is not None:
+        q = q.where(events.c.job_id == job_id)
+    if pilot_id is not None:  # the pilot's own transitions, not those of the jobs it ran
+        q = q.where(events.c.pilot_id == pilot_id, events.c.job_id.is_(None))
+    return [dict(r._mapping) for r in conn.execute(q)]

@@ -1,0 +1,231 @@
+"""Submitting, reading and cancelling jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pilotwave.store.schema import attempts, jobs, queues
+from pilotwave.wms.errors import NotFound
+from pilotwave.wms.events import event, record
+from pilotwave.wms.states import FINAL_JOB_STATES, JobState
+from pilotwave.wms.wakeups import Wakeups, command_topic, job_topic, queue_topic
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job submission (the HTTP layer builds these from request bodies)."""
+
+    kind: str
+    spec: str  # JSON text, opaque to the server
+    name: str = ""
+    key: str | None = None
+    sandbox: str | None = None
+    queue: str = "default"
+    labels: tuple[str, ...] = ()
+    cores: int = 1
+    memory_mb: int = 0
+    gpus: int = 0
+    gpu_model: str | None = None
+    gpu_memory_mb: int | None = None
+    walltime_s: float | None = None
+    priority: int = 0
+    max_attempts: int = 3
+    isolate: bool = False
+
+
+def ensure_queues(conn: Connection, names: set[str], now: float) -> None:
+    known = set(conn.scalars(sa.select(queues.c.name).where(queues.c.name.in_(names))))
+    missing = sorted(names - known)
+    if missing:
+        conn.execute(queues.insert(), [{"name": n, "created_at": now} for n in missing])
+
+
+def submit(
+    conn: Connection, owner_id: int, specs: Sequence[JobSpec], now: float, wake: Wakeups
+) -> list[int]:
+    """Insert jobs in the ``queued`` state; a spec whose ``key`` was already used returns that job."""
+    keys = [s.key for s in specs if s.key]
+    existing: dict[str, int] = {}
+    if keys:
+        found = conn.execute(
+            sa.select(jobs.c.key, jobs.c.id).where(
+                jobs.c.owner_id == owner_id, jobs.c.key.in_(keys)
+            )
+        )
+        existing = {k: i for k, i in found}
+    fresh = [s for s in specs if not (s.key and s.key in existing)]
+    ids: list[int] = []
+    if fresh:
+        ensure_queues(conn, {s.queue for s in fresh}, now)
+        result = conn.execute(
+            jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True),
+            [_row(owner_id, s, now) for s in fresh],
+        )
+        ids = [r[0] for r in result]
+        record(conn, [event(now, JobState.QUEUED, job_id=i, reason="submitted") for i in ids])
+        wake.add(*{queue_topic(s.queue) for s in fresh})
+    new_ids = iter(ids)
+    return [existing[s.key] if s.key and s.key in existing else next(new_ids) for s in specs]
+
+
+def _row(owner_id: int, s: JobSpec, now: float) -> dict[str, Any]:
+    row = asdict(s)
+    row.update(
+        owner_id=owner_id,
+        labels=sorted(set(s.labels)),
+        state=JobState.QUEUED.value,
+        attempts=0,
+        failures=0,
+        not_before=0.0,
+        created_at=now,
+    )
+    return row
+
+
+_SUMMARY = [
+    jobs.c.id,
+    jobs.c.owner_id,
+    jobs.c.name,
+    jobs.c.kind,
+    jobs.c.queue,
+    jobs.c.state,
+    jobs.c.priority,
+    jobs.c.attempts,
+    jobs.c.failures,
+    jobs.c.max_attempts,
+    jobs.c.pilot_id,
+    jobs.c.created_at,
+    jobs.c.started_at,
+    jobs.c.finished_at,
+]
+
+
+def _visible(owner_id: int | None) -> Any:
+    return sa.true() if owner_id is None else jobs.c.owner_id == owner_id
+
+
+def get(conn: Connection, job_id: int, owner_id: int | None) -> dict[str, Any]:
+    """One job with its attempts; ``owner_id=None`` is an admin who sees everything."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id, _visible(owner_id))).one_or_none()
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    job = dict(row._mapping)
+    job["attempt_history"] = [
+        dict(r._mapping)
+        for r in conn.execute(
+            sa.select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
+        )
+    ]
+    return job
+
+
+def list_jobs(
+    conn: Connection,
+    owner_id: int | None,
+    *,
+    states: Sequence[str] = (),
+    queue: str | None = None,
+    ids: Sequence[int] = (),
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first; page with ``before_id``."""
+    q = sa.select(*_SUMMARY).where(_visible(owner_id)).order_by(jobs.c.id.desc()).limit(limit)
+    if states:
+        q = q.where(jobs.c.state.in_(states))
+    if queue:
+        q = q.where(jobs.c.queue == queue)
+    if ids:
+        q = q.where(jobs.c.id.in_(ids))
+    if before_id is not None:
+        q = q.where(jobs.c.id < before_id)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def counts(conn: Connection, owner_id: int | None) -> dict[str, int]:
+    q = sa.select(jobs.c.state, sa.func.count()).where(_visible(owner_id)).group_by(jobs.c.state)
+    return {s: n for s, n in conn.execute(q)}
+
+
+def finished(
+    conn: Connection, ids: Sequence[int], owner_id: int | None
+) -> dict[int, dict[str, Any]]:
+    """Those of ``ids`` that are final, with state, result and error (unknown ids raise)."""
+    out: dict[int, dict[str, Any]] = {}
+    seen = 0
+    for chunk in _chunks(ids, 900):
+        rows = conn.execute(
+            sa.select(jobs.c.id, jobs.c.state, jobs.c.result, jobs.c.error).where(
+                jobs.c.id.in_(chunk), _visible(owner_id)
+            )
+        ).all()
+        seen += len(rows)
+        for r in rows:
+            if r.state in FINAL_JOB_STATES:
+                out[r.id] = {"state": r.state, "result": r.result, "error": r.error}
+    if seen != len(set(ids)):
+        known = set()
+        for chunk in _chunks(ids, 900):
+            known |= set(
+                conn.scalars(sa.select(jobs.c.id).where(jobs.c.id.in_(chunk), _visible(owner_id)))
+            )
+        missing = sorted(set(ids) - known)
+        raise NotFound(
+            f"no job {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    return out
+
+
+def cancel(
+    conn: Connection,
+    ids: Sequence[int],
+    owner_id: int | None,
+    now: float,
+    wake: Wakeups,
+    reason: str = "cancelled by user",
+) -> list[int]:
+    """Cancel jobs that are not final yet; running attempts get a kill command. Returns those cancelled."""
+    rows = conn.execute(
+        sa.select(jobs.c.id, jobs.c.state, jobs.c.pilot_id, jobs.c.attempts, jobs.c.queue)
+        .where(jobs.c.id.in_(ids), _visible(owner_id))
+        .with_for_update()
+    ).all()
+    if len(rows) != len(set(ids)):
+        missing = sorted(set(ids) - {r.id for r in rows})
+        raise NotFound(f"no job {missing[0]}")
+    live = [r for r in rows if r.state not in FINAL_JOB_STATES]
+    if not live:
+        return []
+    conn.execute(
+        jobs.update()
+        .where(jobs.c.id.in_([r.id for r in live]), jobs.c.state.not_in(list(FINAL_JOB_STATES)))
+        .values(state=JobState.CANCELLED, finished_at=now, error=reason)
+    )
+    record(
+        conn,
+        [
+            event(
+                now,
+                JobState.CANCELLED,
+                job_id=r.id,
+                from_state=r.state,
+                attempt=r.attempts or None,
+                reason=reason,
+            )
+            for r in live
+        ],
+    )
+    for r in live:
+        wake.add(job_topic(r.id))
+        if r.state == JobState.RUNNING and r.pilot_id:
+            wake.add(command_topic(r.pilot_id))
+    return [r.id for r in live]
+
+
+def _chunks(seq: Sequence[int], n: int) -> list[Sequence[int]]:
+    return [seq[i : i + n] for i in range(0, len(seq), n)]

@@ -1,0 +1,296 @@
+"""Pilot lifecycle: registration, heartbeats with commands, draining, and the lost-pilot reaper."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pilotwave.store.schema import attempts, jobs, pilots
+from pilotwave.wms.attempts import finish
+from pilotwave.wms.errors import Forbidden, NotFound
+from pilotwave.wms.events import event, record
+from pilotwave.wms.jobs import ensure_queues
+from pilotwave.wms.retry import AttemptEnd, RetryPolicy
+from pilotwave.wms.states import AttemptState, JobState, PilotState
+from pilotwave.wms.wakeups import Wakeups, command_topic
+
+
+@dataclass(frozen=True)
+class PilotInfo:
+    name: str
+    hostname: str
+    queues: tuple[str, ...]
+    labels: tuple[str, ...]
+    cores: int
+    memory_mb: int
+    gpus: tuple[dict[str, Any], ...]
+    slots: int
+    version: str = ""
+
+
+def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> str:
+    pilot_id = uuid.uuid4().hex
+    ensure_queues(conn, {q for q in info.queues if q != "*"}, now)
+    conn.execute(
+        pilots.insert().values(
+            id=pilot_id,
+            name=info.name,
+            hostname=info.hostname,
+            token_id=token_id,
+            queues=list(info.queues),
+            labels=sorted(set(info.labels)),
+            cores=info.cores,
+            memory_mb=info.memory_mb,
+            gpus=list(info.gpus),
+            slots=info.slots,
+            state=PilotState.ACTIVE,
+            version=info.version,
+            claim_seq=0,
+            registered_at=now,
+            last_seen=now,
+        )
+    )
+    record(
+        conn,
+        [event(now, PilotState.ACTIVE, pilot_id=pilot_id, reason=f"registered on {info.hostname}")],
+    )
+    return pilot_id
+
+
+def load(conn: Connection, pilot_id: str, token_id: int | None = None) -> Any:
+    """The pilot row; ``token_id`` (when given) must be the token it registered with."""
+    row = conn.execute(sa.select(pilots).where(pilots.c.id == pilot_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no pilot {pilot_id}")
+    if token_id is not None and row.token_id != token_id:
+        raise Forbidden(f"pilot {pilot_id} registered with another token")
+    return row
+
+
+@dataclass(frozen=True)
+class Known:
+    """An attempt as the pilot sees it."""
+
+    job_id: int
+    attempt: int
+    killing: bool = False  # the pilot is already stopping it
+
+
+@dataclass
+class Commands:
+    kill: list[dict[str, Any]] = field(default_factory=list)
+    drain: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.kill or self.drain)
+
+
+def heartbeat(
+    conn: Connection,
+    pilot_id: str,
+    known: Sequence[Known],
+    last_claim_seq: int,
+    draining: bool,
+    now: float,
+    policy: RetryPolicy,
+    wake: Wakeups,
+    grace_s: float = 30.0,
+) -> Commands:
+    """Record that the pilot is alive, reconcile its attempts with ours, and return its commands.
+
+    Attempts we think run on the pilot but that it does not know about are lost (a claim
+    response that never arrived, a job the pilot dropped) once the pilot has seen a later
+    claim (``claim_seq <= last_claim_seq``) or the claim is older than ``grace_s``.
+    """
+    pilot = load(conn, pilot_id)
+    values: dict[str, Any] = {"last_seen": now}
+    if pilot.state in (PilotState.LOST, PilotState.EXITED):
+        values["state"] = PilotState.DRAINING if draining else PilotState.ACTIVE
+        record(
+            conn,
+            [
+                event(
+                    now,
+                    values["state"],
+                    from_state=pilot.state,
+                    pilot_id=pilot_id,
+                    reason="heard from again",
+                )
+            ],
+        )
+    elif draining and pilot.state == PilotState.ACTIVE:
+        values["state"] = PilotState.DRAINING
+        record(
+            conn,
+            [
+                event(
+                    now,
+                    PilotState.DRAINING,
+                    from_state=pilot.state,
+                    pilot_id=pilot_id,
+                    reason="pilot is draining",
+                )
+            ],
+        )
+        wake.add(command_topic(pilot_id))  # its pending claim returns empty-handed
+    conn.execute(pilots.update().where(pilots.c.id == pilot_id).values(**values))
+
+    mine = {k.job_id: k for k in known}
+    running = conn.execute(
+        sa.select(
+            attempts.c.number,
+            attempts.c.claim_seq,
+            attempts.c.started_at,
+            jobs.c.id,
+            jobs.c.state,
+            jobs.c.attempts,
+            jobs.c.failures,
+            jobs.c.max_attempts,
+            jobs.c.queue,
+        )
+        .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+        .where(attempts.c.pilot_id == pilot_id, attempts.c.state == AttemptState.RUNNING)
+    ).all()
+    for r in running:
+        k = mine.get(r.id)
+        forgotten = k is None or k.attempt != r.number
+        if forgotten and (r.claim_seq <= last_claim_seq or r.started_at < now - grace_s):
+            finish(
+                conn,
+                r,
+                r.number,
+                AttemptEnd(AttemptState.LOST, True, "pilot does not know this attempt"),
+                now,
+                policy,
+                wake,
+                pilot_id=pilot_id,
+            )
+
+    commands = Commands(drain=pilot.state == PilotState.DRAINING and not draining)
+    live = {(r.id, r.number): r for r in running}
+    for k in known:
+        if k.killing:
+            continue
+        row = live.get((k.job_id, k.attempt))
+        if row is None:
+            commands.kill.append(
+                {"job_id": k.job_id, "attempt": k.attempt, "reason": "stale attempt"}
+            )
+        elif row.state == JobState.CANCELLED:
+            commands.kill.append({"job_id": k.job_id, "attempt": k.attempt, "reason": "cancelled"})
+    return commands
+
+
+def set_draining(conn: Connection, pilot_id: str, now: float, wake: Wakeups, reason: str) -> None:
+    pilot = load(conn, pilot_id)
+    if pilot.state == PilotState.ACTIVE:
+        conn.execute(
+            pilots.update().where(pilots.c.id == pilot_id).values(state=PilotState.DRAINING)
+        )
+        record(
+            conn,
+            [
+                event(
+                    now,
+                    PilotState.DRAINING,
+                    from_state=pilot.state,
+                    pilot_id=pilot_id,
+                    reason=reason,
+                )
+            ],
+        )
+        wake.add(command_topic(pilot_id))
+
+
+def exit_(conn: Connection, pilot_id: str, now: float, policy: RetryPolicy, wake: Wakeups) -> None:
+    """A clean shutdown: anything still running there is lost (it should have been reported)."""
+    pilot = load(conn, pilot_id)
+    _lose_attempts(conn, pilot_id, now, policy, wake, "pilot exited")
+    conn.execute(
+        pilots.update()
+        .where(pilots.c.id == pilot_id)
+        .values(state=PilotState.EXITED, last_seen=now)
+    )
+    record(
+        conn,
+        [event(now, PilotState.EXITED, from_state=pilot.state, pilot_id=pilot_id, reason="exited")],
+    )
+
+
+def reap(
+    conn: Connection, now: float, timeout_s: float, policy: RetryPolicy, wake: Wakeups
+) -> list[str]:
+    """Mark pilots silent for longer than ``timeout_s`` lost, and their running attempts lost."""
+    silent = conn.execute(
+        sa.select(pilots.c.id, pilots.c.state)
+        .where(
+            pilots.c.state.in_([PilotState.ACTIVE, PilotState.DRAINING]),
+            pilots.c.last_seen < now - timeout_s,
+        )
+        .with_for_update(skip_locked=conn.dialect.name == "postgresql")
+    ).all()
+    for p in silent:
+        conn.execute(
+            pilots.update()
+            .where(pilots.c.id == p.id, pilots.c.state == p.state)
+            .values(state=PilotState.LOST)
+        )
+        record(
+            conn,
+            [
+                event(
+                    now,
+                    PilotState.LOST,
+                    from_state=p.state,
+                    pilot_id=p.id,
+                    reason=f"no heartbeat for {timeout_s:g}s",
+                )
+            ],
+        )
+        _lose_attempts(
+            conn, p.id, now, policy, wake, f"pilot {p.id[:8]} lost: no heartbeat for {timeout_s:g}s"
+        )
+    return [p.id for p in silent]
+
+
+def _lose_attempts(
+    conn: Connection, pilot_id: str, now: float, policy: RetryPolicy, wake: Wakeups, reason: str
+) -> None:
+    rows = conn.execute(
+        sa.select(
+            attempts.c.number,
+            jobs.c.id,
+            jobs.c.state,
+            jobs.c.attempts,
+            jobs.c.failures,
+            jobs.c.max_attempts,
+            jobs.c.queue,
+        )
+        .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+        .where(attempts.c.pilot_id == pilot_id, attempts.c.state == AttemptState.RUNNING)
+        .order_by(jobs.c.id)
+        .with_for_update(of=jobs)
+    ).all()
+    for r in rows:
+        finish(
+            conn,
+            r,
+            r.number,
+            AttemptEnd(AttemptState.LOST, True, reason),
+            now,
+            policy,
+            wake,
+            pilot_id=pilot_id,
+        )
+
+
+def list_pilots(conn: Connection, states: Sequence[str] = ()) -> list[dict[str, Any]]:
+    q = sa.select(pilots).order_by(pilots.c.registered_at.desc())
+    if states:
+        q = q.where(pilots.c.state.in_(states))
+    return [dict(r._mapping) for r in conn.execute(q)]
