@@ -54,7 +54,7 @@ class Q:
         pid, _ = self.tx(lambda c, w: pilots.register(c, self.token_id, info, self.now))
         return pid  # type: ignore[no-any-return]
 
-    def claim(self, pid: str, n: int = 10) -> list[claims.Claimed]:
+    def claim(self, pid: str, n: int = 10) -> list[claims.Claimed] | None:
         got, _ = self.tx(
             lambda c, w: claims.claim(c, pid, n, self.now, skip_locked=self.db.is_postgres)
         )
@@ -249,7 +249,7 @@ def test_draining_pilot_claims_nothing(q: Q) -> None:
     q.submit(2)
     pid = q.pilot()
     q.tx(lambda c, w: pilots.set_draining(c, pid, q.now, w, "test"))
-    assert q.claim(pid) == []
+    assert q.claim(pid) is None
     cmds, _ = q.tx(lambda c, w: pilots.heartbeat(c, pid, [], 0, False, q.now, POLICY, w))
     assert cmds.drain
 

@@ -37,7 +37,9 @@ class PilotApi:
             "draining": draining,
             "wait_s": wait_s,
         }
-        return self.http.post(self._p("heartbeat"), body, wait_s=wait_s)
+        # Never resent: a heartbeat is a snapshot, and a stale one could make the server
+        # think this pilot forgot jobs it was given meanwhile.
+        return self.http.post(self._p("heartbeat"), body, wait_s=wait_s, retry_for_s=0)
 
     def logs(self, chunks: list[dict[str, Any]]) -> None:
         self.http.post(self._p("logs"), {"chunks": chunks})

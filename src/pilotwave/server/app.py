@@ -114,8 +114,10 @@ async def _schedule_backoffs(core: Core) -> None:
 async def _reap_forever(core: Core) -> None:
     s = core.settings
     period = max(0.05, min(s.heartbeat_interval_s, s.heartbeat_timeout_s / 3))
+    # After a (re)start, give pilots one timeout to reach us before judging their silence:
+    # they kept running while we were down and their last heartbeats are old.
+    await asyncio.sleep(s.heartbeat_timeout_s)
     while True:
-        await asyncio.sleep(period)
         try:
             lost = await core.write(
                 lambda conn, wake: wms_pilots.reap(
@@ -126,6 +128,7 @@ async def _reap_forever(core: Core) -> None:
                 log.warning("pilot lost pilot=%s timeout_s=%g", pid, s.heartbeat_timeout_s)
         except Exception:  # keep reaping whatever one round hit
             log.exception("reaper round failed")
+        await asyncio.sleep(period)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

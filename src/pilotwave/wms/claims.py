@@ -61,8 +61,12 @@ def free_capacity(conn: Connection, pilot: Any) -> Capacity:
 
 def claim(
     conn: Connection, pilot_id: str, max_jobs: int, now: float, *, skip_locked: bool
-) -> list[Claimed]:
-    """Move up to ``max_jobs`` fitting queued jobs to ``running`` on this pilot."""
+) -> list[Claimed] | None:
+    """Move up to ``max_jobs`` fitting queued jobs to ``running`` on this pilot.
+
+    Returns ``None`` (rather than an empty list) when the pilot may not claim at all
+    (draining or exited), so a long-poll stops waiting for work on its behalf.
+    """
     pilot = conn.execute(sa.select(pilots).where(pilots.c.id == pilot_id)).one_or_none()
     if pilot is None:
         raise NotFound(f"no pilot {pilot_id}")
@@ -83,7 +87,7 @@ def claim(
         )
     conn.execute(pilots.update().where(pilots.c.id == pilot_id).values(**values))
     if values.get("state", pilot.state) != PilotState.ACTIVE:
-        return []
+        return None
     capacity = free_capacity(conn, pilot)
     budget = min(max_jobs, capacity.slots)
     picked: list[tuple[Demand, tuple[int, ...]]] = []

@@ -108,8 +108,10 @@ def heartbeat(
     claim (``claim_seq <= last_claim_seq``) or the claim is older than ``grace_s``.
     """
     pilot = load(conn, pilot_id)
+    if pilot.state == PilotState.EXITED:  # a late heartbeat from a pilot that said goodbye
+        return Commands(drain=True)
     values: dict[str, Any] = {"last_seen": now}
-    if pilot.state in (PilotState.LOST, PilotState.EXITED):
+    if pilot.state == PilotState.LOST:
         values["state"] = PilotState.DRAINING if draining else PilotState.ACTIVE
         record(
             conn,
@@ -156,6 +158,7 @@ def heartbeat(
         .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
         .where(attempts.c.pilot_id == pilot_id, attempts.c.state == AttemptState.RUNNING)
     ).all()
+    lost = set()
     for r in running:
         k = mine.get(r.id)
         forgotten = k is None or k.attempt != r.number
@@ -170,20 +173,38 @@ def heartbeat(
                 wake,
                 pilot_id=pilot_id,
             )
+            lost.add((r.id, r.number))
+    live = {(r.id, r.number): r.state for r in running if (r.id, r.number) not in lost}
+    return _commands(pilot.state, known, draining, live)
 
-    commands = Commands(drain=pilot.state == PilotState.DRAINING and not draining)
-    live = {(r.id, r.number): r for r in running}
+
+def commands(conn: Connection, pilot_id: str, known: Sequence[Known], draining: bool) -> Commands:
+    """The pilot's pending commands, read-only (for re-checks while a heartbeat is held open)."""
+    pilot = load(conn, pilot_id)
+    if pilot.state == PilotState.EXITED:
+        return Commands(drain=True)
+    rows = conn.execute(
+        sa.select(attempts.c.number, jobs.c.id, jobs.c.state)
+        .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+        .where(attempts.c.pilot_id == pilot_id, attempts.c.state == AttemptState.RUNNING)
+    ).all()
+    return _commands(pilot.state, known, draining, {(r.id, r.number): r.state for r in rows})
+
+
+def _commands(
+    pilot_state: str, known: Sequence[Known], draining: bool, live: dict[tuple[int, int], str]
+) -> Commands:
+    """Kill what the pilot runs that is cancelled or no longer current; drain if asked to."""
+    out = Commands(drain=pilot_state == PilotState.DRAINING and not draining)
     for k in known:
         if k.killing:
             continue
-        row = live.get((k.job_id, k.attempt))
-        if row is None:
-            commands.kill.append(
-                {"job_id": k.job_id, "attempt": k.attempt, "reason": "stale attempt"}
-            )
-        elif row.state == JobState.CANCELLED:
-            commands.kill.append({"job_id": k.job_id, "attempt": k.attempt, "reason": "cancelled"})
-    return commands
+        state = live.get((k.job_id, k.attempt))
+        if state is None:
+            out.kill.append({"job_id": k.job_id, "attempt": k.attempt, "reason": "stale attempt"})
+        elif state == JobState.CANCELLED:
+            out.kill.append({"job_id": k.job_id, "attempt": k.attempt, "reason": "cancelled"})
+    return out
 
 
 def set_draining(conn: Connection, pilot_id: str, now: float, wake: Wakeups, reason: str) -> None:
@@ -220,6 +241,7 @@ def exit_(conn: Connection, pilot_id: str, now: float, policy: RetryPolicy, wake
         conn,
         [event(now, PilotState.EXITED, from_state=pilot.state, pilot_id=pilot_id, reason="exited")],
     )
+    wake.add(command_topic(pilot_id))  # end its pending long-polls
 
 
 def reap(

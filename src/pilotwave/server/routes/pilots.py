@@ -115,24 +115,24 @@ async def claim(
     skip_locked = core.db.is_postgres
     core.metrics.claims.inc()
 
-    async def attempt() -> list[wms_claims.Claimed]:
-        if body.max_jobs <= 0:
-            return []
+    async def attempt() -> list[wms_claims.Claimed] | bool:
         t = now()
-        return await core.write(
+        got = await core.write(
             lambda conn, wake: wms_claims.claim(
                 conn, pilot_id, body.max_jobs, t, skip_locked=skip_locked
             )
         )
+        return True if got is None else got  # None: it may not claim, stop waiting
 
     topics = [pilot_topic(pilot_id), command_topic(pilot_id)]
     topics += [queue_topic(q) for q in pilot.queues]
     wait = min(body.wait_s, core.settings.claim_wait_max_s)
-    claimed = (
+    got = (
         await core.notifier.poll(topics, wait, attempt, request.receive)
         if body.max_jobs > 0
         else []
     )
+    claimed = got if isinstance(got, list) else []
     if claimed:
         core.metrics.claimed.inc(len(claimed))
     return JSON({"jobs": [asdict(c) for c in claimed], "acks": acks})
@@ -173,7 +173,16 @@ async def heartbeat(
     token = _pilot_scope(who)
     known = [wms_pilots.Known(k.job_id, k.attempt, k.killing) for k in body.known]
 
+    first = True
+
     async def beat() -> wms_pilots.Commands:
+        # Reconcile once, with the snapshot the pilot just sent; re-checks only look for commands.
+        nonlocal first
+        if not first:
+            return await core.read(
+                lambda conn: wms_pilots.commands(conn, pilot_id, known, body.draining)
+            )
+        first = False
         t = now()
 
         def run(conn: sa.Connection, wake: Any) -> wms_pilots.Commands:

@@ -1,0 +1,360 @@
+"""The REST API's contract: auth, ownership, validation, limits, fencing, idempotency (in-process server)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pilotwave.server.app import create_app
+from pilotwave.server.settings import Settings
+
+SHELL = {"kind": "shell", "argv": ["true"]}
+
+
+class Api:
+    def __init__(self, client: TestClient, admin: str) -> None:
+        self.c = client
+        self.admin = admin
+        self._users: set[str] = set()
+
+    def h(self, token: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"} if token else {}
+
+    def post(self, path: str, body: Any = None, token: str | None = "admin", **kw: Any) -> Any:
+        return self.c.post(
+            path, json=body if body is not None else {}, headers=self.h(self._t(token)), **kw
+        )
+
+    def get(self, path: str, token: str | None = "admin", **kw: Any) -> Any:
+        return self.c.get(path, headers=self.h(self._t(token)), **kw)
+
+    def _t(self, token: str | None) -> str | None:
+        return self.admin if token == "admin" else token
+
+    def token(self, user: str, role: str = "user", queues: list[str] | None = None) -> str:
+        if role != "pilot" or user not in self._users:
+            r = self.post("/api/v1/admin/users", {"name": user})
+            assert r.status_code in (201, 409)
+            self._users.add(user)
+        r = self.post("/api/v1/admin/tokens", {"user": user, "role": role, "queues": queues})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]  # type: ignore[no-any-return]
+
+    def pilot(self, token: str, queues: list[str] | None = None, **kw: Any) -> str:
+        body = {
+            "name": "p",
+            "hostname": "h",
+            "queues": queues or ["default"],
+            "cores": 4,
+            "memory_mb": 1000,
+            "slots": 4,
+            **kw,
+        }
+        r = self.post("/api/v1/pilots", body, token=token)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    settings = Settings(
+        home=tmp_path, max_request_bytes=64 * 1024, max_blob_bytes=32 * 1024, max_result_bytes=1000
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        yield Api(client, app.state.admin_token)
+
+
+def test_missing_or_unknown_token_is_401(api: Api) -> None:
+    assert api.get("/api/v1/jobs", token=None).status_code == 401
+    r = api.get("/api/v1/jobs", token="pwu_not-a-token")
+    assert r.status_code == 401 and "unknown" in r.json()["detail"]
+
+
+def test_pilot_token_cannot_submit(api: Api) -> None:
+    tok = api.token("ops", role="pilot", queues=["default"])
+    r = api.post("/api/v1/jobs", {"jobs": [SHELL]}, token=tok)
+    assert r.status_code == 403 and "pilot" in r.json()["detail"]
+
+
+def test_user_token_cannot_register_pilots_or_manage_tokens(api: Api) -> None:
+    tok = api.token("alice")
+    assert (
+        api.post(
+            "/api/v1/pilots",
+            {
+                "name": "p",
+                "hostname": "h",
+                "queues": ["default"],
+                "cores": 1,
+                "memory_mb": 1,
+                "slots": 1,
+            },
+            token=tok,
+        ).status_code
+        == 403
+    )
+    assert api.post("/api/v1/admin/users", {"name": "eve"}, token=tok).status_code == 403
+
+
+def test_pilot_token_is_scoped_to_its_queues(api: Api) -> None:
+    tok = api.token("ops", role="pilot", queues=["cpu"])
+    body = {"name": "p", "hostname": "h", "queues": ["gpu"], "cores": 1, "memory_mb": 1, "slots": 1}
+    r = api.post("/api/v1/pilots", body, token=tok)
+    assert r.status_code == 403 and r.json()["field"] == "queues"
+
+
+def test_a_pilot_can_only_act_for_itself(api: Api) -> None:
+    tok1 = api.token("ops", role="pilot", queues=["default"])
+    tok2 = api.token("ops", role="pilot", queues=["default"])
+    pid = api.pilot(tok1)
+    assert api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 1}, token=tok2).status_code == 403
+
+
+def test_users_see_only_their_own_jobs(api: Api) -> None:
+    alice, bob = api.token("alice"), api.token("bob")
+    (jid,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}, token=alice).json()["ids"]
+    for path in (
+        f"/api/v1/jobs/{jid}",
+        f"/api/v1/jobs/{jid}/logs",
+        f"/api/v1/jobs/{jid}/events",
+        f"/api/v1/jobs/{jid}/artifacts",
+    ):
+        r = api.get(path, token=bob)
+        assert r.status_code == 404, path
+        assert api.get(path, token=alice).status_code == 200, path
+    assert api.post(f"/api/v1/jobs/{jid}/cancel", token=bob).status_code == 404
+    assert api.get("/api/v1/jobs", token=bob).json()["jobs"] == []
+    assert (
+        api.post("/api/v1/jobs/wait", {"ids": [jid], "timeout_s": 0}, token=bob).status_code == 404
+    )
+    assert api.get(f"/api/v1/jobs/{jid}").status_code == 200  # the admin sees everything
+
+
+def test_unknown_ids_are_404(api: Api) -> None:
+    assert api.get("/api/v1/jobs/999999").status_code == 404
+    assert api.post("/api/v1/pilots/nope/claim", {"max_jobs": 1}).status_code == 404
+    assert api.get("/api/v1/jobs/1/artifacts/missing.txt").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        ({"kind": "shell", "argv": ["true"], "cores": 0}, "jobs[0].cores"),
+        ({"kind": "shell", "argv": ["true"], "queue": "no spaces"}, "jobs[0].queue"),
+        ({"kind": "shell", "argv": ["true"], "gpu_model": "(unclosed"}, "jobs[0].gpu_model"),
+        ({"kind": "shell", "argv": ["true"], "max_attempts": 0}, "jobs[0].max_attempts"),
+        ({"kind": "shell", "argv": ["true"], "bogus": 1}, "jobs[0].bogus"),
+        ({"kind": "rocket", "argv": ["true"]}, "jobs[0].kind"),
+        ({"kind": "python", "args": [1]}, "jobs[0]"),
+        ({"kind": "shell", "argv": []}, "jobs[0]"),
+        ({"kind": "python", "function": {"qualname": "f"}}, "jobs[0].function"),
+    ],
+)
+def test_malformed_job_is_422_naming_the_field(api: Api, job: dict[str, Any], field: str) -> None:
+    r = api.post("/api/v1/jobs", {"jobs": [job]})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field, r.json()
+
+
+def test_body_that_is_not_json_is_422(api: Api) -> None:
+    r = api.c.post(
+        "/api/v1/jobs",
+        content=b"{nope",
+        headers={**api.h(api.admin), "content-type": "application/json"},
+    )
+    assert r.status_code == 422
+
+
+def test_oversize_request_is_413(api: Api) -> None:
+    big = {"kind": "python", "function": {"module": "m", "qualname": "f"}, "args": ["x" * 70_000]}
+    r = api.post("/api/v1/jobs", {"jobs": [big]})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+
+def test_oversize_chunked_request_is_413(api: Api) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'{"jobs": [{"kind": "shell", "argv": ["'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b'"]}]}'
+
+    r = api.c.post(
+        "/api/v1/jobs",
+        content=body(),
+        headers={**api.h(api.admin), "content-type": "application/json"},
+    )
+    assert r.status_code == 413
+
+
+def test_oversize_arguments_are_413_naming_args(tmp_path: Path) -> None:
+    app = create_app(Settings(home=tmp_path, max_spec_bytes=100))
+    with TestClient(app) as c:
+        big = {"kind": "python", "function": {"module": "m", "qualname": "f"}, "args": ["x" * 200]}
+        r = c.post(
+            "/api/v1/jobs",
+            json={"jobs": [big]},
+            headers={"authorization": f"Bearer {app.state.admin_token}"},
+        )
+    assert r.status_code == 413 and r.json()["field"] == "jobs[0].args"
+
+
+def test_blob_upload_is_content_addressed_idempotent_and_limited(api: Api) -> None:
+    data = b"sandbox bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    url = f"/api/v1/blobs/{sha}"
+    h = api.h(api.admin)
+    assert api.c.head(url, headers=h).status_code == 404
+    assert api.c.put(url, content=data, headers=h).status_code == 201
+    assert api.c.put(url, content=data, headers=h).status_code == 201  # again: harmless
+    assert api.c.head(url, headers=h).status_code == 200
+    assert api.c.get(url, headers=h).content == data
+    bad = api.c.put(f"/api/v1/blobs/{'0' * 64}", content=data, headers=h)
+    assert bad.status_code == 422 and bad.json()["field"] == "sha256"
+    big = b"x" * 40_000
+    r = api.c.put(f"/api/v1/blobs/{hashlib.sha256(big).hexdigest()}", content=big, headers=h)
+    assert r.status_code == 413
+
+
+def test_users_cannot_download_raw_blobs(api: Api) -> None:
+    alice = api.token("alice")
+    data = b"secret"
+    sha = hashlib.sha256(data).hexdigest()
+    api.c.put(f"/api/v1/blobs/{sha}", content=data, headers=api.h(alice))
+    assert api.get(f"/api/v1/blobs/{sha}", token=alice).status_code == 403
+
+
+def _claim_one(api: Api, pilot_tok: str, pid: str) -> dict[str, Any]:
+    r = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 1}, token=pilot_tok)
+    assert r.status_code == 200, r.text
+    (job,) = r.json()["jobs"]
+    return job  # type: ignore[no-any-return]
+
+
+def test_stale_attempt_report_is_refused_with_409(api: Api) -> None:
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    api.post("/api/v1/jobs", {"jobs": [{**SHELL, "max_attempts": 3}]})
+    p1, p2 = api.pilot(ptok), api.pilot(ptok)
+    job = _claim_one(api, ptok, p1)
+    # p1 hands the job back (drain); p2 takes attempt 2.
+    report = {"job_id": job["id"], "attempt": 1, "outcome": "killed", "error": "drain"}
+    assert (
+        api.post(f"/api/v1/pilots/{p1}/attempts/{job['id']}/1", report, token=ptok).status_code
+        == 200
+    )
+    job2 = _claim_one(api, ptok, p2)
+    assert job2["attempt"] == 2
+    late = {"job_id": job["id"], "attempt": 1, "outcome": "succeeded", "result": "1"}
+    r = api.post(f"/api/v1/pilots/{p1}/attempts/{job['id']}/1", late, token=ptok)
+    assert r.status_code == 409 and "no longer current" in r.json()["detail"]
+
+
+def test_repeated_completion_report_is_idempotent(api: Api) -> None:
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    api.post("/api/v1/jobs", {"jobs": [SHELL]})
+    pid = api.pilot(ptok)
+    job = _claim_one(api, ptok, pid)
+    rep = {"job_id": job["id"], "attempt": 1, "outcome": "succeeded", "result": '{"v": 1}'}
+    url = f"/api/v1/pilots/{pid}/attempts/{job['id']}/1"
+    assert api.post(url, rep, token=ptok).json() == {"ack": "accepted"}
+    assert api.post(url, rep, token=ptok).json() == {"ack": "duplicate"}
+    assert api.get(f"/api/v1/jobs/{job['id']}").json()["result"] == {"v": 1}
+
+
+def test_oversize_result_is_413_on_report_and_fails_the_job_in_batches(api: Api) -> None:
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    ids = api.post("/api/v1/jobs", {"jobs": [SHELL, SHELL]}).json()["ids"]
+    pid = api.pilot(ptok)
+    jobs = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 2}, token=ptok).json()["jobs"]
+    big = '"' + "x" * 2000 + '"'
+    one = {"job_id": jobs[0]["id"], "attempt": 1, "outcome": "succeeded", "result": big}
+    r = api.post(f"/api/v1/pilots/{pid}/attempts/{jobs[0]['id']}/1", one, token=ptok)
+    assert r.status_code == 413 and r.json()["field"] == "result"
+    batch = {
+        "reports": [{"job_id": jobs[1]["id"], "attempt": 1, "outcome": "succeeded", "result": big}]
+    }
+    assert api.post(f"/api/v1/pilots/{pid}/reports", batch, token=ptok).json()["acks"] == [
+        "accepted"
+    ]
+    failed = api.get(f"/api/v1/jobs/{jobs[1]['id']}").json()
+    assert failed["state"] == "failed" and "ResultTooLarge" in failed["error"]
+    assert ids
+
+
+def test_wait_returns_when_a_job_finishes(api: Api) -> None:
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    (jid,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}).json()["ids"]
+    assert api.post("/api/v1/jobs/wait", {"ids": [jid], "timeout_s": 0}).json()["done"] == {}
+    pid = api.pilot(ptok)
+    job = _claim_one(api, ptok, pid)
+    api.post(
+        f"/api/v1/pilots/{pid}/reports",
+        {
+            "reports": [
+                {
+                    "job_id": jid,
+                    "attempt": job["attempt"],
+                    "outcome": "succeeded",
+                    "result": "[1, 2]",
+                }
+            ]
+        },
+        token=ptok,
+    )
+    done = api.post("/api/v1/jobs/wait", {"ids": [jid], "timeout_s": 5}).json()["done"]
+    assert done == {str(jid): {"state": "succeeded", "result": [1, 2], "error": None}}
+
+
+def test_logs_are_stored_in_order_and_resends_ignored(api: Api) -> None:
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    (jid,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}).json()["ids"]
+    pid = api.pilot(ptok)
+    _claim_one(api, ptok, pid)
+    chunks = [
+        {"job_id": jid, "attempt": 1, "pos": 0, "data": "hello ", "nbytes": 6},
+        {"job_id": jid, "attempt": 1, "pos": 6, "data": "world\n", "nbytes": 6},
+    ]
+    api.post(f"/api/v1/pilots/{pid}/logs", {"chunks": chunks}, token=ptok)
+    api.post(f"/api/v1/pilots/{pid}/logs", {"chunks": chunks[1:]}, token=ptok)  # a resend
+    page = api.get(f"/api/v1/jobs/{jid}/logs").json()
+    assert "".join(c["data"] for c in page["chunks"]) == "hello world\n"
+    after = api.get(f"/api/v1/jobs/{jid}/logs", params=page["cursor"]).json()
+    assert after["chunks"] == []
+
+
+def test_health_metrics_and_openapi_are_published(api: Api) -> None:
+    assert api.c.get("/api/v1/health").json()["status"] == "ok"
+    api.post("/api/v1/jobs", {"jobs": [SHELL]})
+    metrics = api.c.get("/metrics").text
+    assert 'pilotwave_jobs{queue="default",state="queued"} 1.0' in metrics
+    assert "pilotwave_jobs_submitted_total" in metrics
+    paths = api.c.get("/openapi.json").json()["paths"]
+    assert "/api/v1/pilots/{pilot_id}/claim" in paths
+
+
+def test_revoked_token_stops_working(api: Api) -> None:
+    r = api.post("/api/v1/admin/users", {"name": "carol"})
+    tok = api.post("/api/v1/admin/tokens", {"user": "carol"}).json()
+    assert api.get("/api/v1/jobs", token=tok["token"]).status_code == 200
+    assert (
+        api.c.delete(f"/api/v1/admin/tokens/{tok['id']}", headers=api.h(api.admin)).status_code
+        == 200
+    )
+    assert api.get("/api/v1/jobs", token=tok["token"]).status_code == 401
+    assert r.status_code == 201
+
+
+def test_bad_user_names_and_duplicate_users_are_refused(api: Api) -> None:
+    assert api.post("/api/v1/admin/users", {"name": "no spaces"}).status_code == 422
+    assert api.post("/api/v1/admin/users", {"name": "dave"}).status_code == 201
+    assert api.post("/api/v1/admin/users", {"name": "dave"}).status_code == 409
+    assert api.post("/api/v1/admin/tokens", {"user": "nobody"}).status_code == 404
+    assert (
+        api.post("/api/v1/admin/tokens", {"user": "dave", "role": "pilot"}).json()["field"]
+        == "queues"
+    )
