@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,10 @@ def test_users_see_only_their_own_jobs(api: Api) -> None:
     assert api.post(f"/api/v1/jobs/{jid}/cancel", token=bob).status_code == 404
     assert api.get("/api/v1/jobs", token=bob).json()["jobs"] == []
     assert (
-        api.post("/api/v1/jobs/wait", {"ids": [jid], "timeout_s": 0}, token=bob).status_code == 404
+        api.post(
+            "/api/v1/jobs/watch", {"ranges": [[jid, jid]], "timeout_s": 0}, token=bob
+        ).status_code
+        == 404
     )
     assert api.get(f"/api/v1/jobs/{jid}").status_code == 200  # the admin sees everything
 
@@ -286,28 +290,42 @@ def test_oversize_result_is_413_on_report_and_fails_the_job_in_batches(api: Api)
     assert ids
 
 
-def test_wait_returns_when_a_job_finishes(api: Api) -> None:
+def watch(
+    api: Api, ranges: list[list[int]], timeout_s: float, token: str | None = "admin"
+) -> list[dict[str, Any]]:
+    r = api.post("/api/v1/jobs/watch", {"ranges": ranges, "timeout_s": timeout_s}, token=token)
+    assert r.status_code == 200, r.text
+    return [json.loads(line) for line in r.text.splitlines()]
+
+
+def test_watch_streams_jobs_as_they_finish(api: Api) -> None:
     ptok = api.token("ops", role="pilot", queues=["default"])
-    (jid,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}).json()["ids"]
-    assert api.post("/api/v1/jobs/wait", {"ids": [jid], "timeout_s": 0}).json()["done"] == {}
+    ids = api.post("/api/v1/jobs", {"jobs": [SHELL, SHELL]}).json()["ids"]
+    assert watch(api, [[ids[0], ids[1]]], 0) == [{"end": True, "pending": 2}]
     pid = api.pilot(ptok)
-    job = _claim_one(api, ptok, pid)
-    api.post(
-        f"/api/v1/pilots/{pid}/reports",
-        {
-            "reports": [
-                {
-                    "job_id": jid,
-                    "attempt": job["attempt"],
-                    "outcome": "succeeded",
-                    "result": "[1, 2]",
-                }
-            ]
-        },
-        token=ptok,
+    jobs = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 2}, token=ptok).json()["jobs"]
+    rep = {"job_id": jobs[0]["id"], "attempt": 1, "outcome": "succeeded", "result": "[1, 2]"}
+    api.post(f"/api/v1/pilots/{pid}/reports", {"reports": [rep]}, token=ptok)
+    lines = watch(api, [[ids[0], ids[1]]], 0.2)
+    assert lines == [
+        {"done": {str(jobs[0]["id"]): {"state": "succeeded", "result": [1, 2], "error": None}}},
+        {"end": True, "pending": 1},
+    ]
+
+
+def test_watch_refuses_bad_ranges_and_foreign_ids(api: Api) -> None:
+    (jid,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}).json()["ids"]
+    r = api.post("/api/v1/jobs/watch", {"ranges": [[5, 1]]})
+    assert r.status_code == 422 and "inverted" in r.json()["detail"]
+    r = api.post("/api/v1/jobs/watch", {"ranges": [[1, 10_000_000]]})
+    assert r.status_code == 422 and "limit" in r.json()["detail"]
+    bob = api.token("bob")
+    assert (
+        api.post(
+            "/api/v1/jobs/watch", {"ranges": [[jid, jid]], "timeout_s": 0}, token=bob
+        ).status_code
+        == 404
     )
-    done = api.post("/api/v1/jobs/wait", {"ids": [jid], "timeout_s": 5}).json()["done"]
-    assert done == {str(jid): {"state": "succeeded", "result": [1, 2], "error": None}}
 
 
 def test_logs_are_stored_in_order_and_resends_ignored(api: Api) -> None:

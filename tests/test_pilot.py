@@ -303,3 +303,28 @@ def test_server_killed_mid_run_loses_nothing(pw_home: Path, tmp_path: Path) -> N
             ]
             assert last == ("succeeded", None)
             assert all(a == ("lost", "pilot does not know this attempt") for a in lost)
+
+
+def test_prefetched_jobs_wait_their_turn_and_are_handed_back_on_drain(pw_home: Path) -> None:
+    c = make_cluster(pw_home, pilots=1, slots=1, pilot_args=["--prefetch", "2"])
+    with c:
+        c.wait_for_pilots()
+        pw.connect(c.url, c.admin_token)
+        first, second, third = (jb.sleep_then.submit(1.0, i) for i in range(3))
+        wait_for(
+            lambda: all(c.client().job(f.id)["state"] == "running" for f in (first, second, third)),
+            what="the pilot to hold all three",
+        )
+        third.cancel()  # still waiting on the pilot: dropped there at once
+        with pytest.raises(pw.JobCancelled):
+            third.result(timeout=10)
+        c.pilots[0].send_signal(signal.SIGTERM)
+        assert c.pilots[0].wait(timeout=30) == 0
+        assert first.result(timeout=10) == 0  # it was running: the drain let it finish
+        job = c.client().job(second.id)
+        assert job["state"] == "queued" and job["failures"] == 0
+        assert [a["state"] for a in job["attempt_history"]] == ["killed"]
+        c.start_pilot()
+        assert second.result(timeout=30) == 1
+        third_attempts = c.client().job(third.id)["attempt_history"]
+        assert [a["state"] for a in third_attempts] == ["killed"]

@@ -49,8 +49,12 @@ class Q:
         ids, _ = self.tx(lambda c, w: wj.submit(c, owner or self.alice, specs, self.now, w))
         return ids  # type: ignore[no-any-return]
 
-    def pilot(self, slots: int = 2, cores: int = 2, gpus=(), queues=("default",)) -> str:  # type: ignore[no-untyped-def]
-        info = pilots.PilotInfo("p", "host", tuple(queues), (), cores, 4000, tuple(gpus), slots)
+    def pilot(
+        self, slots: int = 2, cores: int = 2, gpus=(), queues=("default",), prefetch: int = 0
+    ) -> str:  # type: ignore[no-untyped-def]
+        info = pilots.PilotInfo(
+            "p", "host", tuple(queues), (), cores, 4000, tuple(gpus), slots, prefetch=prefetch
+        )
         pid, _ = self.tx(lambda c, w: pilots.register(c, self.token_id, info, self.now))
         return pid  # type: ignore[no-any-return]
 
@@ -321,3 +325,16 @@ def test_racing_claims_take_each_job_exactly_once(q: Q) -> None:
     assert len(counts) == n and set(counts.values()) == {1}
     with q.db.read() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(attempts)) == n
+
+
+def test_prefetch_holds_cpu_jobs_that_fit_the_whole_pilot(q: Q) -> None:
+    small = q.submit(4, cores=1)
+    (big,) = q.submit(1, cores=8)
+    (gpu,) = q.submit(1, gpus=1)
+    pid = q.pilot(slots=1, cores=2, prefetch=2)
+    got = q.claim(pid, n=10)
+    assert [c.id for c in got] == small[:3]  # one to run now, two ahead
+    assert q.claim(pid, n=10) == []  # it holds slots + prefetch
+    q.report(pid, ok(small[0]))
+    assert [c.id for c in q.claim(pid, n=10)] == [small[3]]
+    assert q.job(big)["state"] == q.job(gpu)["state"] == JobState.QUEUED

@@ -144,6 +144,10 @@ def pilot(
     ] = ["default"],  # noqa: B006
     labels: Annotated[str, typer.Option(help="Comma-separated labels jobs may require.")] = "",
     slots: Annotated[int, typer.Option(help="Jobs run at once (default: cores).")] = 0,
+    prefetch: Annotated[
+        int,
+        typer.Option(help="CPU jobs to hold ahead of free slots: hides the claim round trip for short jobs."),
+    ] = 0,
     cores: Annotated[int, typer.Option(help="Cores offered (default: detected).")] = 0,
     memory_mb: Annotated[int, typer.Option(help="Memory offered in MB (default: detected).")] = 0,
     gpu: Annotated[
@@ -190,6 +194,7 @@ def pilot(
         cores=n_cores,
         memory_mb=memory_mb or resources.memory_mb(),
         slots=slots or n_cores,
+        prefetch=prefetch,
         gpus=gpus,
         idle_exit_s=idle_exit or None,
         drain_timeout_s=drain_timeout,

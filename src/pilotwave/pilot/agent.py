@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ log = logging.getLogger("pilotwave.pilot")
 MAX_RESULT_BYTES = 1024 * 1024
 CLAIM_WAIT_S = 20.0
 MONITOR_PERIOD_S = 0.5
+PARKED_AFTER_S = 0.02  # a claim out this long is waiting on the server for work
 
 
 @dataclass
@@ -56,6 +58,7 @@ class PilotConfig:
     slots: int
     labels: list[str] = field(default_factory=list)
     gpus: list[GpuInfo] = field(default_factory=list)
+    prefetch: int = 0
     idle_exit_s: float | None = None
     drain_timeout_s: float = 60.0
     workdir: Path | None = None
@@ -67,7 +70,7 @@ class PilotConfig:
 class Task:
     job: dict[str, Any]
     dir: Path
-    state: str = "running"  # running -> killing -> done
+    state: str = "waiting"  # waiting -> running -> killing -> done
     kill_reason: str | None = None
     execution: Worker | ShellRun | None = None
     log: LogTail | None = None
@@ -93,12 +96,14 @@ class Pilot:
         self.sandboxes = SandboxCache(cache, self.api.blob)
         self.pool = WorkerPool(self.workdir, max_idle=cfg.slots)
         self.runners = ThreadPoolExecutor(max_workers=cfg.slots, thread_name_prefix="runner")
+        self.waiting: deque[Task] = deque()  # claimed, waiting for local resources (prefetch)
 
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.tasks: dict[tuple[int, int], Task] = {}
         self.reports: list[dict[str, Any]] = []
         self.claim_in_flight = False
+        self.claim_sent = 0.0
         self.claiming = True
         self.last_claim_seq = 0
         self.last_busy = time.monotonic()
@@ -120,6 +125,7 @@ class Pilot:
             "memory_mb": self.cfg.memory_mb,
             "gpus": [g.as_json() for g in self.cfg.gpus],
             "slots": self.cfg.slots,
+            "prefetch": self.cfg.prefetch,
             "version": pilotwave.__version__,
         }
         reg = self.api.register(info)
@@ -182,6 +188,10 @@ class Pilot:
         with self.changed:
             self.claiming = False
             self.changed.notify_all()
+        with self.lock:
+            never_started = [t.key for t in self.waiting]
+        for job_id, attempt in never_started:
+            self.kill(job_id, attempt, "drain")
         if self.draining:
             self._beat_once(wait_s=0)  # the server stops handing us work at once
             with self.changed:
@@ -224,17 +234,18 @@ class Pilot:
                 while True:
                     if self.stopped.is_set() or not self.claiming:
                         return  # the reporter sends what is left
-                    free = self.cfg.slots - self._running()
+                    free = self.cfg.slots + self.cfg.prefetch - self._running()
                     if free > 0 or self.reports:
                         break
                     self.changed.wait()
                 reports, self.reports = self.reports, []
-                self.claim_in_flight = True
                 if self._running():
                     self.last_busy = time.monotonic()
                 idle_for = time.monotonic() - self.last_busy
-            wait = CLAIM_WAIT_S if free > 0 else 0.0
-            if self.cfg.idle_exit_s is not None and free > 0:
+                wait = CLAIM_WAIT_S if free > 0 else 0.0
+                self.claim_in_flight = wait > 0  # it may be parked on the server
+                self.claim_sent = time.monotonic()
+            if self.cfg.idle_exit_s is not None and wait > 0:
                 left = self.cfg.idle_exit_s - idle_for
                 if left <= 0 and not reports:
                     with self.changed:
@@ -257,22 +268,44 @@ class Pilot:
                 continue
             backoff = 0.2
             self._acked(reports, resp["acks"])
-            started = []
             with self.changed:
                 self.claim_in_flight = False
                 for job in resp["jobs"]:
                     task = Task(job, self.workdir / "jobs" / f"{job['id']}-{job['attempt']}")
-                    if job.get("walltime_s"):
-                        task.deadline = time.monotonic() + float(job["walltime_s"])
                     self.tasks[task.key] = task
+                    self.waiting.append(task)
                     self.last_claim_seq = max(self.last_claim_seq, int(job["claim_seq"]))
-                    started.append(task)
-                if started:
+                if resp["jobs"]:
                     self.last_busy = time.monotonic()
-            for task in started:
-                if not self.claiming:
-                    self.kill(task.job["id"], task.job["attempt"], "drain")
-                self.runners.submit(self._run_task, task)
+            if not self.claiming:
+                for job in resp["jobs"]:
+                    self.kill(job["id"], job["attempt"], "drain")
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start waiting tasks, in claim order, while this machine has room for them."""
+        with self.lock:
+            running = [t for t in self.tasks.values() if t.state in ("running", "killing")]
+            cores = self.cfg.cores - sum(t.job["cores"] for t in running)
+            memory = self.cfg.memory_mb - sum(t.job["memory_mb"] for t in running)
+            slots = self.cfg.slots - len(running)
+            start = []
+            while self.waiting and slots > 0:
+                task = self.waiting[0]
+                too_big = task.job["cores"] > cores or task.job["memory_mb"] > memory
+                if too_big and running:
+                    break  # it gets the machine when what runs now is done
+                self.waiting.popleft()
+                task.state = "running"
+                if task.job.get("walltime_s"):
+                    task.deadline = time.monotonic() + float(task.job["walltime_s"])
+                running.append(task)
+                slots -= 1
+                cores -= task.job["cores"]
+                memory -= task.job["memory_mb"]
+                start.append(task)
+        for task in start:
+            self.runners.submit(self._run_task, task)
 
     def _acked(self, reports: list[dict[str, Any]], acks: list[str]) -> None:
         for rep, ack in zip(reports, acks, strict=False):
@@ -289,13 +322,25 @@ class Pilot:
             self.changed.notify_all()
 
     def _report_loop(self) -> None:
-        """Send reports while the claimer is parked in a long-poll (or has stopped)."""
+        """Send reports while the claimer is parked in a long-poll (or has stopped).
+
+        A claim that finds work returns within milliseconds and the next one carries the
+        reports, so the reporter only steps in once a claim has been out for a while.
+        """
         backoff = 0.2
         while True:
             with self.changed:
-                while not (self.reports and (self.claim_in_flight or not self.claiming)):
-                    if self.stopped.is_set():
+                while True:
+                    if self.stopped.is_set() and not self.reports:
                         return
+                    if self.reports and not self.claiming:
+                        break
+                    if self.reports and self.claim_in_flight:
+                        parked_in = self.claim_sent + PARKED_AFTER_S - time.monotonic()
+                        if parked_in <= 0:
+                            break
+                        self.changed.wait(parked_in)
+                        continue
                     self.changed.wait()
                 reports, self.reports = self.reports, []
             try:
@@ -318,7 +363,7 @@ class Pilot:
                 {
                     "job_id": t.job["id"],
                     "attempt": t.job["attempt"],
-                    "killing": t.state != "running",
+                    "killing": t.state not in ("waiting", "running"),
                 }
                 for t in self.tasks.values()
             ]
@@ -347,9 +392,23 @@ class Pilot:
                 self.stopped.wait(1.0)
 
     def kill(self, job_id: int, attempt: int, reason: str) -> None:
-        with self.lock:
+        with self.changed:
             task = self.tasks.get((job_id, attempt))
-            if task is None or task.state != "running":
+            if task is None or task.state not in ("waiting", "running"):
+                return
+            if task.state == "waiting":  # never started: hand it back at once
+                self.waiting.remove(task)
+                task.state = "done"
+                task.kill_reason = reason
+                self.reports.append(
+                    {
+                        "job_id": job_id,
+                        "attempt": attempt,
+                        "outcome": "killed",
+                        "error": f"killed: {reason}",
+                    }
+                )
+                self.changed.notify_all()
                 return
             task.state = "killing"
             task.kill_reason = reason
@@ -411,6 +470,7 @@ class Pilot:
             task.state = "done"
             self.reports.append(report)
             self.changed.notify_all()
+        self._dispatch()
         shutil.rmtree(task.dir, ignore_errors=True)
         log.debug("job=%s attempt=%s outcome=%s", job["id"], job["attempt"], report["outcome"])
 

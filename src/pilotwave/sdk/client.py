@@ -79,18 +79,16 @@ class Client:
     def summary(self) -> dict[str, int]:
         return self.http.get("/api/v1/jobs/summary")["counts"]
 
-    def wait_any(self, ids: Sequence[int], timeout_s: float) -> dict[int, dict[str, Any]]:
-        """Long-poll until at least one of ``ids`` is final (or the time is up); returns the final ones."""
-        out: dict[int, dict[str, Any]] = {}
-        for i in range(0, len(ids), 20_000):
-            chunk = list(ids[i : i + 20_000])
-            # Only the first chunk waits: the others are merely checked.
-            wait = timeout_s if not out and i == 0 else 0.0
-            done = self.http.post(
-                "/api/v1/jobs/wait", {"ids": chunk, "timeout_s": wait}, wait_s=wait
-            )["done"]
-            out.update({int(k): v for k, v in done.items()})
-        return out
+    def watch(self, ids: Iterable[int], timeout_s: float) -> Iterator[dict[int, dict[str, Any]]]:
+        """Yield batches ``{id: {state, result, error}}`` as the jobs become final, for up to ``timeout_s``.
+
+        One streaming request for any number of jobs; a dropped connection raises
+        ``ServerUnreachable`` (callers re-watch what is still pending).
+        """
+        body = {"ranges": id_ranges(ids), "timeout_s": timeout_s}
+        for line in self.http.stream_lines("POST", "/api/v1/jobs/watch", body, wait_s=timeout_s):
+            if "done" in line:
+                yield {int(k): v for k, v in line["done"].items()}
 
     def cancel(self, ids: Sequence[int]) -> list[int]:
         return self.http.post("/api/v1/jobs/cancel", {"ids": list(ids)})["cancelled"]
@@ -159,6 +157,17 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return self.http.get("/api/v1/health")
+
+
+def id_ranges(ids: Iterable[int]) -> list[list[int]]:
+    """Sorted, de-duplicated ids as inclusive ``[first, last]`` runs: ``[1,2,3,7] -> [[1,3],[7,7]]``."""
+    ranges: list[list[int]] = []
+    for i in sorted(set(ids)):
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    return ranges
 
 
 _default: Client | None = None

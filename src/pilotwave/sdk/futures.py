@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable
 from typing import Any
 
 from pilotwave.sdk.client import Client
-from pilotwave.sdk.errors import JobCancelled, JobFailed
+from pilotwave.sdk.errors import JobCancelled, JobFailed, ServerUnreachable
 
 FINAL = ("succeeded", "failed", "cancelled")
 FIRST_COMPLETED = "FIRST_COMPLETED"
 ALL_COMPLETED = "ALL_COMPLETED"
-_POLL_S = 30.0
+_POLL_S = 30.0  # one long-poll for one job
+_STREAM_S = 300.0  # one streamed watch of many jobs
 
 
 class Future:
@@ -81,50 +83,42 @@ def _outcome(job_id: int, final: dict[str, Any], name: str) -> Any:
     raise JobFailed(job_id, final.get("error"), name)
 
 
-def _pending_by_client(futures: Iterable[Future]) -> dict[Client, list[Future]]:
-    groups: dict[Client, list[Future]] = defaultdict(list)
-    for f in futures:
-        if f._final is None:
-            groups[f.client].append(f)
-    return groups
+def as_completed(
+    futures: Iterable[Future], timeout: float | None = None
+) -> Generator[Future, None, None]:
+    """Yield futures as their jobs finish (in finishing order); ``TimeoutError`` after ``timeout`` s.
 
-
-def _wait_round(pending: Sequence[Future], timeout_s: float) -> list[Future]:
-    """One long-poll per client; returns the futures that became final."""
-    newly: list[Future] = []
-    for client, group in _pending_by_client(pending).items():
-        by_id = {f.id: f for f in group}
-        done = client.wait_any(list(by_id), timeout_s)
-        for job_id, final in done.items():
-            fut = by_id.get(job_id)
-            if fut is not None:
-                fut._settle(final)
-                newly.append(fut)
-        if newly:
-            timeout_s = 0.0  # others: just collect what is already done
-    return newly
-
-
-def as_completed(futures: Iterable[Future], timeout: float | None = None) -> Iterator[Future]:
-    """Yield futures as their jobs finish (in finishing order); ``TimeoutError`` after ``timeout`` s."""
+    One streaming request per client watches every pending job; the server pushes each
+    job the moment it is final.
+    """
     futures = list(dict.fromkeys(futures))
     deadline = None if timeout is None else time.monotonic() + timeout
-    pending = []
+    pending: dict[Client, dict[int, Future]] = defaultdict(dict)
     for f in futures:
         if f._final is not None:
             yield f
         else:
-            pending.append(f)
-    while pending:
-        remaining = _POLL_S if deadline is None else deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(
-                f"{len(pending)} of {len(futures)} jobs not finished after {timeout} s"
-            )
-        newly = _wait_round(pending, min(remaining, _POLL_S))
-        finished = {id(f) for f in newly}
-        pending = [f for f in pending if id(f) not in finished]
-        yield from newly
+            pending[f.client][f.id] = f
+    for client, by_id in pending.items():  # futures of several servers: one after the other
+        retry = 0.1
+        while by_id:
+            remaining = _STREAM_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                left = sum(len(v) for v in pending.values())
+                raise TimeoutError(f"{left} of {len(futures)} jobs not finished after {timeout} s")
+            try:
+                for batch in client.watch(list(by_id), min(remaining, _STREAM_S)):
+                    for job_id, final in sorted(batch.items()):
+                        fut = by_id.pop(job_id, None)
+                        if fut is not None:
+                            fut._settle(final)
+                            yield fut
+                    retry = 0.1
+            except ServerUnreachable:
+                if deadline is not None and time.monotonic() + retry > deadline:
+                    raise
+                time.sleep(retry)  # the server is restarting: watch again what is left
+                retry = min(retry * 2, 5.0)
 
 
 def wait(
@@ -143,13 +137,13 @@ def wait(
     done: list[Future] = []
     bar = _Progress(len(futures)) if progress else None
     try:
-        it = as_completed(futures, timeout)
-        for f in it:
-            done.append(f)
-            if bar:
-                bar.advance(f)
-            if return_when == FIRST_COMPLETED:
-                break
+        with contextlib.closing(as_completed(futures, timeout)) as it:
+            for f in it:
+                done.append(f)
+                if bar:
+                    bar.advance(f)
+                if return_when == FIRST_COMPLETED:
+                    break
     except TimeoutError:
         pass
     finally:

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -77,6 +78,24 @@ class Http:
                     raise _error(resp)
             time.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 5.0)
+
+    def stream_lines(self, method: str, path: str, body: Any, wait_s: float) -> Iterator[Any]:
+        """Send a request and yield the JSON lines of a streamed answer as they arrive."""
+        timeout = httpx.Timeout(wait_s + 30.0, connect=10.0)
+        content = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        try:
+            with self._client.stream(
+                method, path, content=content, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _error(resp)
+                for line in resp.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"lost the connection to {self.url}: {exc}") from exc
 
     def put_blob(self, sha256: str, data: bytes) -> None:
         """Upload content-addressed data unless the server already has it."""

@@ -30,6 +30,8 @@ class Core:
         self.notifier = Notifier()
         self.metrics = Metrics(db)
         self.tokens = auth.TokenCache()
+        self.pilots: dict[str, tuple[int, tuple[str, ...]]] = {}  # id -> (token id, queues)
+        self.inline = not db.is_postgres
 
     async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
         """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected."""
@@ -40,7 +42,7 @@ class Core:
             wake = Wakeups()  # a retried transaction starts over
             return fn(conn, wake)
 
-        result = await run_in_threadpool(self.db.transact, tx)
+        result = await self._run(self.db.transact, tx)
         self.notifier.apply(wake)
         return result
 
@@ -49,7 +51,15 @@ class Core:
             with self.db.read() as conn:
                 return fn(conn)
 
-        return await run_in_threadpool(run)
+        return await self._run(run)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        # SQLite transactions are short and local, and writers are serialized anyway: running
+        # them on the event loop saves a thread hop per request.  PostgreSQL waits on the
+        # network, so its transactions run in the thread pool.
+        if self.inline:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
 
 
 class ApiError(Exception):

@@ -98,8 +98,28 @@ class IdsIn(Strict):
     ids: list[int] = Field(..., min_length=1, max_length=100_000)
 
 
-class WaitIn(IdsIn):
-    timeout_s: float = Field(30.0, ge=0, le=60)
+MAX_WATCH = 1_000_000
+
+
+class WatchIn(Strict):
+    ranges: list[tuple[int, int]] = Field(
+        ..., min_length=1, max_length=100_000, description="inclusive [first, last] id ranges"
+    )
+    timeout_s: float = Field(30.0, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> WatchIn:
+        total = 0
+        for first, last in self.ranges:
+            if last < first:
+                raise ValueError(f"range [{first}, {last}] is inverted")
+            total += last - first + 1
+        if total > MAX_WATCH:
+            raise ValueError(f"{total} ids to watch; the limit is {MAX_WATCH}")
+        return self
+
+    def ids(self) -> list[int]:
+        return list(dict.fromkeys(i for first, last in self.ranges for i in range(first, last + 1)))
 
 
 class UserIn(Strict):
@@ -130,6 +150,7 @@ class PilotIn(Strict):
     memory_mb: int = Field(..., ge=0)
     gpus: list[GpuIn] = Field(default_factory=list)
     slots: int = Field(..., ge=1, le=10_000)
+    prefetch: int = Field(0, ge=0, le=10_000, description="CPU jobs held ahead of free slots")
     version: str = Field("", max_length=32)
 
 

@@ -21,6 +21,13 @@ T = TypeVar("T")
 class Subscription:
     def __init__(self) -> None:
         self.event = asyncio.Event()
+        self.fired: set[str] = set()
+        self.topics: list[str] = []
+
+    def take(self) -> set[str]:
+        """The topics published since the last ``take``."""
+        fired, self.fired = self.fired, set()
+        return fired
 
     async def wait(self, timeout: float, gone: asyncio.Future[Any] | None = None) -> bool:
         """Wait for a publish; ``False`` on timeout or when ``gone`` (the client left) completes first."""
@@ -49,24 +56,33 @@ class Notifier:
 
     @contextmanager
     def subscribe(self, topics: Iterable[str]) -> Iterator[Subscription]:
-        sub = Subscription()
-        topics = list(topics)
-        for t in topics:
-            self._subs[t].add(sub)
+        sub = self.open(topics)
         try:
             yield sub
         finally:
-            for t in topics:
-                subs = self._subs.get(t)
-                if subs is not None:
-                    subs.discard(sub)
-                    if not subs:
-                        del self._subs[t]
+            self.close_subscription(sub)
+
+    def open(self, topics: Iterable[str]) -> Subscription:
+        """Subscribe until ``close_subscription`` (for subscriptions that outlive a block, like streams)."""
+        sub = Subscription()
+        sub.topics = list(topics)
+        for t in sub.topics:
+            self._subs[t].add(sub)
+        return sub
+
+    def close_subscription(self, sub: Subscription) -> None:
+        for t in sub.topics:
+            subs = self._subs.get(t)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[t]
 
     def publish(self, topics: Iterable[str]) -> None:
         """Wake every subscriber of ``topics`` (call on the event loop)."""
         for t in topics:
             for sub in self._subs.get(t, ()):
+                sub.fired.add(t)
                 sub.event.set()
             if t.startswith("queue:"):  # pilots serving every queue
                 for sub in self._subs.get("queue:*", ()):
@@ -80,7 +96,9 @@ class Notifier:
 
     def publish_at(self, when: float, topic: str) -> None:
         assert self._loop is not None, "Notifier.bind() was not called"
-        delay = max(0.0, when - time.time())
+        # A little late rather than early: the loop may run timers up to its clock resolution
+        # ahead, and a waiter woken before ``when`` would find nothing and sleep on.
+        delay = max(0.0, when - time.time()) + 0.005
         key = f"{topic}@{round(when, 2)}"
         if key in self._timers:
             return

@@ -62,6 +62,7 @@ pilots = sa.Table(
     sa.Column("memory_mb", sa.Integer, nullable=False),
     sa.Column("gpus", sa.JSON, nullable=False),  # [{"index", "model", "memory_mb"}]
     sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("prefetch", sa.Integer, nullable=False, server_default="0"),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("version", sa.String(32), nullable=False, server_default=""),
     sa.Column("claim_seq", sa.Integer, nullable=False, server_default="0"),
@@ -102,9 +103,12 @@ jobs = sa.Table(
     sa.Column("result", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.UniqueConstraint("owner_id", "key"),
-    sa.Index(None, "state", "queue", "priority", "id"),
     sa.Index(None, "owner_id", "id"),
 )
+
+# Claims scan queued jobs in rank order (priority DESC, id), for one queue or for pilots serving all.
+sa.Index("ix_jobs_claim_queue", jobs.c.state, jobs.c.queue, jobs.c.priority.desc(), jobs.c.id)
+sa.Index("ix_jobs_claim_any", jobs.c.state, jobs.c.priority.desc(), jobs.c.id)
 
 attempts = sa.Table(
     "attempts",

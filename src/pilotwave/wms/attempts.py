@@ -69,6 +69,59 @@ class Ack(StrEnum):
     """No such attempt on this pilot (404)."""
 
 
+_B = sa.bindparam
+
+# Prepared once: the hot path (one report per finished job) builds no SQL expressions.
+_REPORTED = (
+    sa.select(
+        jobs.c.id,
+        jobs.c.state,
+        jobs.c.attempts,
+        jobs.c.failures,
+        jobs.c.max_attempts,
+        jobs.c.queue,
+        attempts.c.number,
+        attempts.c.state.label("attempt_state"),
+        attempts.c.pilot_id.label("attempt_pilot"),
+    )
+    .select_from(jobs.join(attempts, attempts.c.job_id == jobs.c.id))
+    .where(jobs.c.id.in_(_B("ids", expanding=True)))
+    .order_by(jobs.c.id)
+)
+_REPORTED_LOCKED = _REPORTED.with_for_update(of=jobs)
+_END_ATTEMPT = (
+    attempts.update()
+    .where(
+        attempts.c.job_id == _B("b_job"),
+        attempts.c.number == _B("b_number"),
+        attempts.c.state == AttemptState.RUNNING,
+    )
+    .values(
+        state=_B("b_outcome"),
+        ended_at=_B("b_now"),
+        exit_code=_B("b_exit_code"),
+        error=_B("b_error"),
+        cpu_s=_B("b_cpu_s"),
+        max_rss_mb=_B("b_max_rss_mb"),
+    )
+)
+_MOVE_JOB = (
+    jobs.update()
+    .where(
+        jobs.c.id == _B("b_job"), jobs.c.state == _B("b_from"), jobs.c.attempts == _B("b_number")
+    )
+    .values(
+        state=_B("b_state"),
+        failures=_B("b_failures"),
+        pilot_id=None,
+        not_before=_B("b_not_before"),
+        finished_at=_B("b_finished_at"),
+        result=_B("b_result"),
+        error=_B("b_error"),
+    )
+)
+
+
 def complete(
     conn: Connection,
     pilot_id: str,
@@ -81,131 +134,115 @@ def complete(
     if not reports:
         return []
     ids = sorted({r.job_id for r in reports})
-    job_rows = {
-        r.id: r
-        for r in conn.execute(
-            sa.select(
-                jobs.c.id,
-                jobs.c.state,
-                jobs.c.attempts,
-                jobs.c.failures,
-                jobs.c.max_attempts,
-                jobs.c.queue,
-            )
-            .where(jobs.c.id.in_(ids))
-            .with_for_update()
-        )
-    }
-    attempt_rows = {
-        (r.job_id, r.number): r
-        for r in conn.execute(
-            sa.select(
-                attempts.c.job_id, attempts.c.number, attempts.c.state, attempts.c.pilot_id
-            ).where(attempts.c.job_id.in_(ids))
-        )
-    }
+    query = _REPORTED_LOCKED if conn.dialect.name == "postgresql" else _REPORTED
+    rows = {(r.id, r.number): r for r in conn.execute(query, {"ids": ids})}
+    batch = Endings(conn, now, policy, wake)
     acks: list[Ack] = []
     ended_here: dict[tuple[int, int], str] = {}  # a report repeated within this batch
     for rep in reports:
-        att = attempt_rows.get((rep.job_id, rep.attempt))
-        job = job_rows.get(rep.job_id)
-        if att is None or job is None or att.pilot_id != pilot_id:
+        row = rows.get((rep.job_id, rep.attempt))
+        if row is None or row.attempt_pilot != pilot_id:
             acks.append(Ack.UNKNOWN)
             continue
-        state = ended_here.get((rep.job_id, rep.attempt), att.state)
-        if state != AttemptState.RUNNING or job.attempts != rep.attempt:
+        state = ended_here.get((rep.job_id, rep.attempt), row.attempt_state)
+        if state != AttemptState.RUNNING or row.attempts != rep.attempt:
             acks.append(Ack.DUPLICATE if state == rep.outcome else Ack.STALE)
             continue
         if rep.log is not None:
             append_logs(conn, pilot_id, [rep.log], now, wake)
-        end = AttemptEnd(rep.outcome, rep.retryable, _first_line(rep.error))
-        finish(
-            conn,
-            job,
+        batch.end(
+            row,
             rep.attempt,
-            end,
-            now,
-            policy,
-            wake,
-            pilot_id=pilot_id,
-            attempt_values={
-                "exit_code": rep.exit_code,
-                "error": rep.error,
-                "cpu_s": rep.cpu_s,
-                "max_rss_mb": rep.max_rss_mb,
-            },
-            result=rep.result,
+            AttemptEnd(rep.outcome, rep.retryable, _first_line(rep.error)),
+            pilot_id,
+            exit_code=rep.exit_code,
             error=rep.error,
+            cpu_s=rep.cpu_s,
+            max_rss_mb=rep.max_rss_mb,
+            result=rep.result,
         )
         if rep.artifacts:
             _store_artifacts(conn, rep, now)
         ended_here[(rep.job_id, rep.attempt)] = rep.outcome
         acks.append(Ack.ACCEPTED)
+    batch.flush()
     return acks
 
 
-def finish(
-    conn: Connection,
-    job: Any,
-    number: int,
-    end: AttemptEnd,
-    now: float,
-    policy: RetryPolicy,
-    wake: Wakeups,
-    *,
-    pilot_id: str,
-    attempt_values: dict[str, Any] | None = None,
-    result: str | None = None,
-    error: str | None = None,
-) -> JobState:
-    """End attempt ``number`` of ``job`` (a row with state, attempts, failures, max_attempts, queue)."""
-    values = dict(attempt_values or {})
-    if end.outcome is AttemptState.LOST and "error" not in values:
-        values["error"] = end.reason
-    conn.execute(
-        attempts.update()
-        .where(
-            attempts.c.job_id == job.id,
-            attempts.c.number == number,
-            attempts.c.state == AttemptState.RUNNING,
+class Endings:
+    """Ends attempts and moves their jobs on, written in three batched statements at ``flush``.
+
+    Callers hold the rows (``FOR UPDATE`` on PostgreSQL, the writer lock on SQLite); the
+    guards in the ``WHERE`` clauses are a second line of defence.
+    """
+
+    def __init__(self, conn: Connection, now: float, policy: RetryPolicy, wake: Wakeups) -> None:
+        self.conn, self.now, self.policy, self.wake = conn, now, policy, wake
+        self._attempts: list[dict[str, Any]] = []
+        self._jobs: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+
+    def end(
+        self,
+        job: Any,
+        number: int,
+        end: AttemptEnd,
+        pilot_id: str,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+        cpu_s: float | None = None,
+        max_rss_mb: float | None = None,
+        result: str | None = None,
+    ) -> JobState:
+        """End attempt ``number`` of ``job`` (a row with id, state, failures, max_attempts, queue)."""
+        now = self.now
+        self._attempts.append(
+            {
+                "b_job": job.id,
+                "b_number": number,
+                "b_outcome": end.outcome.value,
+                "b_now": now,
+                "b_exit_code": exit_code,
+                "b_error": error if error is not None else (end.reason or None),
+                "b_cpu_s": cpu_s,
+                "b_max_rss_mb": max_rss_mb,
+            }
         )
-        .values(state=end.outcome, ended_at=now, **values)
-    )
-    decision = after_attempt(
-        job_state=JobState(job.state),
-        failures=job.failures,
-        max_attempts=job.max_attempts,
-        end=end,
-        now=now,
-        policy=policy,
-    )
-    wake.add(pilot_topic(pilot_id))
-    if decision.state == job.state:
-        return decision.state
-    update: dict[str, Any] = {
-        "state": decision.state,
-        "failures": decision.failures,
-        "pilot_id": None,
-    }
-    if decision.state is JobState.QUEUED:
-        update["not_before"] = decision.not_before
-        if decision.not_before > now:
-            wake.at(decision.not_before, queue_topic(job.queue))
-        else:
-            wake.add(queue_topic(job.queue))
-    elif decision.state in FINAL_JOB_STATES:
-        update["finished_at"] = now
-        update["result"] = result if decision.state is JobState.SUCCEEDED else None
-        update["error"] = None if decision.state is JobState.SUCCEEDED else (error or end.reason)
-        wake.add(job_topic(job.id))
-    conn.execute(
-        jobs.update()
-        .where(jobs.c.id == job.id, jobs.c.state == job.state, jobs.c.attempts == number)
-        .values(**update)
-    )
-    record(
-        conn,
-        [
+        decision = after_attempt(
+            job_state=JobState(job.state),
+            failures=job.failures,
+            max_attempts=job.max_attempts,
+            end=end,
+            now=now,
+            policy=self.policy,
+        )
+        self.wake.add(pilot_topic(pilot_id))
+        if decision.state == job.state:
+            return decision.state
+        final = decision.state in FINAL_JOB_STATES
+        succeeded = decision.state is JobState.SUCCEEDED
+        self._jobs.append(
+            {
+                "b_job": job.id,
+                "b_from": job.state,
+                "b_number": number,
+                "b_state": decision.state.value,
+                "b_failures": decision.failures,
+                "b_not_before": decision.not_before if decision.state is JobState.QUEUED else 0.0,
+                "b_finished_at": now if final else None,
+                "b_result": result if succeeded else None,
+                "b_error": None if succeeded else (error or end.reason),
+            }
+        )
+        if decision.state is JobState.QUEUED:
+            if decision.not_before > now:
+                self.wake.at(decision.not_before, queue_topic(job.queue))
+            else:
+                self.wake.add(queue_topic(job.queue))
+        elif final:
+            self.wake.add(job_topic(job.id))
+        self._events.append(
             event(
                 now,
                 decision.state,
@@ -215,9 +252,16 @@ def finish(
                 pilot_id=pilot_id,
                 reason=decision.reason,
             )
-        ],
-    )
-    return decision.state
+        )
+        return decision.state
+
+    def flush(self) -> None:
+        if self._attempts:
+            self.conn.execute(_END_ATTEMPT, self._attempts)
+        if self._jobs:
+            self.conn.execute(_MOVE_JOB, self._jobs)
+        record(self.conn, self._events)
+        self._attempts, self._jobs, self._events = [], [], []
 
 
 def _first_line(text: str | None) -> str:

@@ -21,8 +21,75 @@ from pilotwave.wms.events import event, record
 from pilotwave.wms.matching import Capacity, Demand, Gpu, select
 from pilotwave.wms.states import AttemptState, JobState, PilotState
 
-PAGE = 200
+PAGE = 500
 MAX_PAGES = 5
+_CANDIDATE = [
+    jobs.c.id,
+    jobs.c.owner_id,
+    jobs.c.priority,
+    jobs.c.cores,
+    jobs.c.memory_mb,
+    jobs.c.gpus,
+    jobs.c.gpu_model,
+    jobs.c.gpu_memory_mb,
+    jobs.c.labels,
+    jobs.c.attempts,
+    jobs.c.name,
+    jobs.c.kind,
+    jobs.c.spec,
+    jobs.c.sandbox,
+    jobs.c.walltime_s,
+    jobs.c.isolate,
+]
+
+
+_B = sa.bindparam
+_PILOT = sa.select(pilots).where(pilots.c.id == _B("pid"))
+_USED = (
+    sa.select(jobs.c.cores, jobs.c.memory_mb, attempts.c.gpus)
+    .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+    .where(attempts.c.pilot_id == _B("pid"), attempts.c.state == AttemptState.RUNNING)
+)
+_TOUCH = pilots.update().where(pilots.c.id == _B("b_pid")).values(last_seen=_B("b_now"))
+_TOUCH_SEQ = (
+    pilots.update()
+    .where(pilots.c.id == _B("b_pid"))
+    .values(last_seen=_B("b_now"), claim_seq=_B("b_seq"))
+)
+_START_JOB = (
+    jobs.update()
+    .where(jobs.c.id == _B("b_job"), jobs.c.state == JobState.QUEUED)
+    .values(
+        state=JobState.RUNNING,
+        attempts=_B("b_number"),
+        pilot_id=_B("b_pid"),
+        started_at=_B("b_now"),
+    )
+)
+_INSERT_ATTEMPT = attempts.insert()
+
+
+def _candidates_query(all_queues: bool, lock: bool) -> Any:
+    q = (
+        sa.select(*_CANDIDATE)
+        .where(
+            jobs.c.state == JobState.QUEUED,
+            sa.true() if all_queues else jobs.c.queue.in_(_B("queues", expanding=True)),
+            jobs.c.not_before <= _B("now"),
+            jobs.c.cores <= _B("cores"),
+            jobs.c.memory_mb <= _B("memory_mb"),
+            jobs.c.gpus <= _B("gpus"),
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(_B("size"))
+        .offset(_B("offset"))
+    )
+    return q.with_for_update(skip_locked=True, of=jobs) if lock else q
+
+
+_CANDIDATES = {
+    (a, lock): _candidates_query(a, lock) for a in (True, False) for lock in (True, False)
+}
 
 
 @dataclass(frozen=True)
@@ -43,20 +110,18 @@ class Claimed:
     isolate: bool
 
 
-def free_capacity(conn: Connection, pilot: Any) -> Capacity:
-    used = conn.execute(
-        sa.select(jobs.c.cores, jobs.c.memory_mb, attempts.c.gpus)
-        .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
-        .where(attempts.c.pilot_id == pilot.id, attempts.c.state == AttemptState.RUNNING)
-    ).all()
+def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int]:
+    """What the pilot has free now, and how many attempts it holds (running or waiting there)."""
+    used = conn.execute(_USED, {"pid": pilot.id}).all()
     busy_gpus = {i for r in used for i in r.gpus}
-    return Capacity(
+    capacity = Capacity(
         slots=pilot.slots - len(used),
         cores=pilot.cores - sum(r.cores for r in used),
         memory_mb=pilot.memory_mb - sum(r.memory_mb for r in used),
         gpus=[Gpu(**g) for g in pilot.gpus if g["index"] not in busy_gpus],
         labels=frozenset(pilot.labels),
     )
+    return capacity, len(used)
 
 
 def claim(
@@ -64,74 +129,94 @@ def claim(
 ) -> list[Claimed] | None:
     """Move up to ``max_jobs`` fitting queued jobs to ``running`` on this pilot.
 
+    First the jobs that fit the pilot's free resources; then, if the pilot prefetches,
+    up to ``prefetch`` more CPU jobs that fit its total resources and will start there
+    as soon as something finishes (hiding the claim round trip for short jobs).
+
     Returns ``None`` (rather than an empty list) when the pilot may not claim at all
     (draining or exited), so a long-poll stops waiting for work on its behalf.
     """
-    pilot = conn.execute(sa.select(pilots).where(pilots.c.id == pilot_id)).one_or_none()
+    pilot = conn.execute(_PILOT, {"pid": pilot_id}).one_or_none()
     if pilot is None:
         raise NotFound(f"no pilot {pilot_id}")
-    values: dict[str, Any] = {"last_seen": now}
-    if pilot.state == PilotState.LOST:  # a claim proves it is alive again
-        values["state"] = PilotState.ACTIVE
+    state = pilot.state
+    if state == PilotState.LOST:  # a claim proves it is alive again
+        state = PilotState.ACTIVE
+        conn.execute(pilots.update().where(pilots.c.id == pilot_id).values(state=state))
         record(
             conn,
             [
                 event(
-                    now,
-                    PilotState.ACTIVE,
-                    from_state=pilot.state,
-                    pilot_id=pilot_id,
-                    reason="heard from again",
+                    now, state, from_state=pilot.state, pilot_id=pilot_id, reason="heard from again"
                 )
             ],
         )
-    conn.execute(pilots.update().where(pilots.c.id == pilot_id).values(**values))
-    if values.get("state", pilot.state) != PilotState.ACTIVE:
-        return None
-    capacity = free_capacity(conn, pilot)
-    budget = min(max_jobs, capacity.slots)
+    touch = {"b_pid": pilot_id, "b_now": now}
+    if state != PilotState.ACTIVE or max_jobs <= 0:
+        conn.execute(_TOUCH, touch)
+        return None if state != PilotState.ACTIVE else []
+    capacity, held = free_capacity(conn, pilot)
+    picked, rows = _pick(conn, pilot, capacity, min(max_jobs, capacity.slots), now, skip_locked)
+    ahead = min(max_jobs - len(picked), pilot.slots + pilot.prefetch - held - len(picked))
+    if ahead > 0:
+        # Each prefetched job fits the whole pilot; they wait there one after another.
+        total = Capacity(
+            slots=ahead,
+            cores=pilot.cores * ahead,
+            memory_mb=pilot.memory_mb * ahead,
+            gpus=[],
+            labels=frozenset(pilot.labels),
+        )
+        more, more_rows = _pick(
+            conn,
+            pilot,
+            total,
+            ahead,
+            now,
+            skip_locked,
+            exclude=set(rows),
+            per_job=(pilot.cores, pilot.memory_mb),
+        )
+        picked += more
+        rows.update(more_rows)
+    if not picked:
+        conn.execute(_TOUCH, touch)
+        return []
+    return _start(conn, pilot, picked, rows, now)
+
+
+def _pick(
+    conn: Connection,
+    pilot: Any,
+    capacity: Capacity,
+    budget: int,
+    now: float,
+    skip_locked: bool,
+    exclude: set[int] | None = None,
+    per_job: tuple[int, int] | None = None,
+) -> tuple[list[tuple[Demand, tuple[int, ...]]], dict[int, Any]]:
+    """Scan queued jobs in rank order, a small window first and wider ones when filters reject."""
     picked: list[tuple[Demand, tuple[int, ...]]] = []
     rows_by_id: dict[int, Any] = {}
-    for page in range(MAX_PAGES):
+    max_cores, max_memory = per_job or (capacity.cores, capacity.memory_mb)
+    offset, size = 0, 2 * budget + 8
+    for _ in range(MAX_PAGES):
         if budget - len(picked) <= 0 or capacity.slots <= 0 or capacity.cores <= 0:
             break
-        q = (
-            sa.select(
-                jobs.c.id,
-                jobs.c.owner_id,
-                jobs.c.priority,
-                jobs.c.cores,
-                jobs.c.memory_mb,
-                jobs.c.gpus,
-                jobs.c.gpu_model,
-                jobs.c.gpu_memory_mb,
-                jobs.c.labels,
-                jobs.c.attempts,
-                jobs.c.name,
-                jobs.c.kind,
-                jobs.c.spec,
-                jobs.c.sandbox,
-                jobs.c.walltime_s,
-                jobs.c.isolate,
-            )
-            .where(
-                jobs.c.state == JobState.QUEUED,
-                serves(pilot.queues),
-                jobs.c.not_before <= now,
-                jobs.c.cores <= capacity.cores,
-                jobs.c.memory_mb <= capacity.memory_mb,
-                jobs.c.gpus <= len(capacity.gpus),
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.id)
-            .limit(PAGE)
-            .offset(page * PAGE)
-        )
-        if skip_locked:
-            q = q.with_for_update(skip_locked=True, of=jobs)
-        rows = conn.execute(q).all()
-        if not rows:
-            break
-        rows_by_id.update((r.id, r) for r in rows)
+        params = {
+            "now": now,
+            "cores": min(max_cores, capacity.cores),
+            "memory_mb": min(max_memory, capacity.memory_mb),
+            "gpus": len(capacity.gpus),
+            "size": size,
+            "offset": offset,
+        }
+        every_queue = "*" in pilot.queues
+        if not every_queue:
+            params["queues"] = pilot.queues
+        rows = conn.execute(_CANDIDATES[(every_queue, skip_locked)], params).all()
+        fresh = [r for r in rows if not exclude or r.id not in exclude]
+        rows_by_id.update((r.id, r) for r in fresh)
         demands = [
             Demand(
                 id=r.id,
@@ -144,26 +229,22 @@ def claim(
                 gpu_memory_mb=r.gpu_memory_mb,
                 labels=frozenset(r.labels),
             )
-            for r in rows
+            for r in fresh
         ]
         usage = _usage(conn, pilot.queues) if len({d.owner_id for d in demands}) > 1 else {}
         picked += select(demands, capacity, usage, limit=budget - len(picked))
-        if len(rows) < PAGE:
+        if len(rows) < size:
             break
-    if not picked:
-        return []
-    return _start(conn, pilot, picked, rows_by_id, now)
-
-
-def serves(queue_names: list[str]) -> Any:
-    """SQL condition: a job's queue is one of ``queue_names`` (``*`` serves every queue)."""
-    return sa.true() if "*" in queue_names else jobs.c.queue.in_(queue_names)
+        offset, size = offset + size, min(size * 4, PAGE)
+    return picked, {d.id: rows_by_id[d.id] for d, _ in picked}
 
 
 def _usage(conn: Connection, queue_names: list[str]) -> dict[int, float]:
     q = sa.select(jobs.c.owner_id, sa.func.sum(jobs.c.cores)).where(
-        jobs.c.state == JobState.RUNNING, serves(queue_names)
+        jobs.c.state == JobState.RUNNING
     )
+    if "*" not in queue_names:
+        q = q.where(jobs.c.queue.in_(queue_names))
     return {owner: float(cores) for owner, cores in conn.execute(q.group_by(jobs.c.owner_id))}
 
 
@@ -175,31 +256,28 @@ def _start(
     now: float,
 ) -> list[Claimed]:
     seq = pilot.claim_seq + 1
-    conn.execute(pilots.update().where(pilots.c.id == pilot.id).values(claim_seq=seq))
-    params = [{"jid": d.id, "n": rows_by_id[d.id].attempts + 1} for d, _ in picked]
-    result = conn.execute(
-        jobs.update()
-        .where(jobs.c.id == sa.bindparam("jid"), jobs.c.state == JobState.QUEUED)
-        .values(
-            state=JobState.RUNNING, attempts=sa.bindparam("n"), pilot_id=pilot.id, started_at=now
-        ),
-        params,
-    )
+    conn.execute(_TOUCH_SEQ, {"b_pid": pilot.id, "b_now": now, "b_seq": seq})
+    numbers = [rows_by_id[d.id].attempts + 1 for d, _ in picked]
+    params = [
+        {"b_job": d.id, "b_number": n, "b_pid": pilot.id, "b_now": now}
+        for (d, _), n in zip(picked, numbers, strict=True)
+    ]
+    result = conn.execute(_START_JOB, params)
     if conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(params):
         raise RuntimeError("claim raced with another writer; rolled back")  # guarded in WHERE
     conn.execute(
-        attempts.insert(),
+        _INSERT_ATTEMPT,
         [
             {
                 "job_id": d.id,
-                "number": p["n"],
+                "number": n,
                 "pilot_id": pilot.id,
                 "claim_seq": seq,
                 "state": AttemptState.RUNNING,
                 "gpus": list(g),
                 "started_at": now,
             }
-            for (d, g), p in zip(picked, params, strict=True)
+            for (d, g), n in zip(picked, numbers, strict=True)
         ],
     )
     record(
@@ -210,30 +288,27 @@ def _start(
                 JobState.RUNNING,
                 job_id=d.id,
                 from_state=JobState.QUEUED,
-                attempt=p["n"],
+                attempt=n,
                 pilot_id=pilot.id,
                 reason="claimed",
             )
-            for (d, _), p in zip(picked, params, strict=True)
+            for (d, _), n in zip(picked, numbers, strict=True)
         ],
     )
-    out = []
-    for (d, g), p in zip(picked, params, strict=True):
-        r = rows_by_id[d.id]
-        out.append(
-            Claimed(
-                id=d.id,
-                attempt=p["n"],
-                claim_seq=seq,
-                name=r.name,
-                kind=r.kind,
-                spec=r.spec,
-                sandbox=r.sandbox,
-                cores=r.cores,
-                memory_mb=r.memory_mb,
-                gpus=g,
-                walltime_s=r.walltime_s,
-                isolate=r.isolate,
-            )
+    return [
+        Claimed(
+            id=d.id,
+            attempt=n,
+            claim_seq=seq,
+            name=(r := rows_by_id[d.id]).name,
+            kind=r.kind,
+            spec=r.spec,
+            sandbox=r.sandbox,
+            cores=r.cores,
+            memory_mb=r.memory_mb,
+            gpus=g,
+            walltime_s=r.walltime_s,
+            isolate=r.isolate,
         )
-    return out
+        for (d, g), n in zip(picked, numbers, strict=True)
+    ]

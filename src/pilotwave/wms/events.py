@@ -32,9 +32,12 @@ def event(
     }
 
 
+_INSERT = events.insert()
+
+
 def record(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(events.insert(), list(rows))
+        conn.execute(_INSERT, list(rows))
 
 
 def story(

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pilotwave.store.schema import attempts, jobs, pilots
-from pilotwave.wms.attempts import finish
+from pilotwave.wms.attempts import Endings
 from pilotwave.wms.errors import Forbidden, NotFound
 from pilotwave.wms.events import event, record
 from pilotwave.wms.jobs import ensure_queues
@@ -31,6 +31,7 @@ class PilotInfo:
     gpus: tuple[dict[str, Any], ...]
     slots: int
     version: str = ""
+    prefetch: int = 0
 
 
 def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> str:
@@ -48,6 +49,7 @@ def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> st
             memory_mb=info.memory_mb,
             gpus=list(info.gpus),
             slots=info.slots,
+            prefetch=info.prefetch,
             state=PilotState.ACTIVE,
             version=info.version,
             claim_seq=0,
@@ -157,23 +159,19 @@ def heartbeat(
         )
         .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
         .where(attempts.c.pilot_id == pilot_id, attempts.c.state == AttemptState.RUNNING)
+        .order_by(jobs.c.id)
+        .with_for_update(of=jobs)
     ).all()
     lost = set()
+    endings = Endings(conn, now, policy, wake)
     for r in running:
         k = mine.get(r.id)
         forgotten = k is None or k.attempt != r.number
         if forgotten and (r.claim_seq <= last_claim_seq or r.started_at < now - grace_s):
-            finish(
-                conn,
-                r,
-                r.number,
-                AttemptEnd(AttemptState.LOST, True, "pilot does not know this attempt"),
-                now,
-                policy,
-                wake,
-                pilot_id=pilot_id,
-            )
+            forgot = AttemptEnd(AttemptState.LOST, True, "pilot does not know this attempt")
+            endings.end(r, r.number, forgot, pilot_id)
             lost.add((r.id, r.number))
+    endings.flush()
     live = {(r.id, r.number): r.state for r in running if (r.id, r.number) not in lost}
     return _commands(pilot.state, known, draining, live)
 
@@ -298,17 +296,10 @@ def _lose_attempts(
         .order_by(jobs.c.id)
         .with_for_update(of=jobs)
     ).all()
+    endings = Endings(conn, now, policy, wake)
     for r in rows:
-        finish(
-            conn,
-            r,
-            r.number,
-            AttemptEnd(AttemptState.LOST, True, reason),
-            now,
-            policy,
-            wake,
-            pilot_id=pilot_id,
-        )
+        endings.end(r, r.number, AttemptEnd(AttemptState.LOST, True, reason), pilot_id)
+    endings.flush()
 
 
 def list_pilots(conn: Connection, states: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from pilotwave.server.auth import Role
 from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import IdsIn, JobIn, SubmitIn, WaitIn
+from pilotwave.server.models import IdsIn, JobIn, SubmitIn, WatchIn
 from pilotwave.store.schema import artifacts, blobs
 from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import jobs as wms_jobs
@@ -126,18 +129,8 @@ async def get_job(
     return JSON(_public(job))
 
 
-@router.post("/wait", response_class=JSON)
-async def wait_jobs(body: WaitIn, request: Request, core: CoreDep, who: PrincipalDep) -> Any:
-    """Return as soon as at least one of ``ids`` is final: ``{"done": {id: {state, result, error}}}``."""
-    ids = list(dict.fromkeys(body.ids))
-
-    async def check() -> dict[int, Any]:
-        return await core.read(lambda conn: wms_jobs.finished(conn, ids, who.owner_filter))
-
-    done = await core.notifier.poll(
-        [job_topic(i) for i in ids], body.timeout_s, check, request.receive
-    )
-    out = {
+def _finals(done: dict[int, dict[str, Any]]) -> dict[int, Any]:
+    return {
         i: {
             "state": d["state"],
             "error": d["error"],
@@ -145,7 +138,52 @@ async def wait_jobs(body: WaitIn, request: Request, core: CoreDep, who: Principa
         }
         for i, d in done.items()
     }
-    return JSON({"done": out})
+
+
+@router.post("/watch")
+async def watch(body: WatchIn, core: CoreDep, who: PrincipalDep) -> Response:
+    """Stream jobs as they become final, one JSON line per batch: ``{"done": {id: {state, result, error}}}``.
+
+    Jobs already final come first; the stream ends with ``{"end": true, "pending": n}`` when
+    all are final or ``timeout_s`` has passed.  Each job costs one read when it finishes,
+    however many are watched.
+    """
+    ids = body.ids()
+    owner = who.owner_filter
+    sub = core.notifier.open(job_topic(i) for i in ids)  # before the first check: no lost wake-ups
+    try:
+        first = await core.read(lambda conn: wms_jobs.finished(conn, ids, owner))
+    except BaseException:
+        core.notifier.close_subscription(sub)
+        raise
+    pending = set(ids) - set(first)
+    deadline = time.monotonic() + body.timeout_s
+
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield orjson.dumps({"done": _finals(first)}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+            while pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await sub.wait(remaining)
+                fired = [int(t[4:]) for t in sub.take()]
+                fired = [i for i in fired if i in pending]
+                if not fired:
+                    continue
+                done = await core.read(partial(wms_jobs.finished, ids=fired, owner_id=owner))
+                pending.difference_update(done)
+                if done:
+                    yield (
+                        orjson.dumps({"done": _finals(done)}, option=orjson.OPT_NON_STR_KEYS)
+                        + b"\n"
+                    )
+            yield orjson.dumps({"end": True, "pending": len(pending)}) + b"\n"
+        finally:
+            core.notifier.close_subscription(sub)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 @router.post("/{job_id}/cancel", response_class=JSON)

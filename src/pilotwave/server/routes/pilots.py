@@ -42,6 +42,7 @@ async def register(body: PilotIn, core: CoreDep, who: PrincipalDep) -> Any:
         memory_mb=body.memory_mb,
         gpus=tuple(g.model_dump() for g in body.gpus),
         slots=body.slots,
+        prefetch=body.prefetch,
         version=body.version,
     )
     t = now()
@@ -85,22 +86,35 @@ def _report(r: ReportIn, max_result: int) -> Report:
     )
 
 
+async def _pilot(core: Core, pilot_id: str, token: int | None) -> tuple[str, ...]:
+    """Check the caller may act for ``pilot_id``; returns its queues (cached: they never change)."""
+    meta = core.pilots.get(pilot_id)
+    if meta is None:
+        row = await core.read(lambda conn: wms_pilots.load(conn, pilot_id))
+        meta = core.pilots[pilot_id] = (row.token_id, tuple(row.queues))
+    if token is not None and meta[0] != token:
+        raise ApiError(403, f"pilot {pilot_id} registered with another token")
+    return meta[1]
+
+
+def _count(core: Core, reps: list[Report], acks: list[Ack]) -> None:
+    for rep, ack in zip(reps, acks, strict=True):
+        if ack is Ack.ACCEPTED:
+            core.metrics.ended.labels(rep.outcome.value).inc()
+
+
 async def _complete(
     core: Core, pilot_id: str, token: int | None, reports: list[ReportIn]
 ) -> list[Ack]:
+    await _pilot(core, pilot_id, token)
     if not reports:
         return []
     reps = [_report(r, core.settings.max_result_bytes) for r in reports]
     t = now()
-
-    def run(conn: sa.Connection, wake: Any) -> list[Ack]:
-        wms_pilots.load(conn, pilot_id, token)
-        return wms_attempts.complete(conn, pilot_id, reps, t, core.settings.retry, wake)
-
-    acks = await core.write(run)
-    for rep, ack in zip(reps, acks, strict=True):
-        if ack is Ack.ACCEPTED:
-            core.metrics.ended.labels(rep.outcome.value).inc()
+    acks = await core.write(
+        lambda conn, wake: wms_attempts.complete(conn, pilot_id, reps, t, core.settings.retry, wake)
+    )
+    _count(core, reps, acks)
     return acks
 
 
@@ -108,30 +122,35 @@ async def _complete(
 async def claim(
     pilot_id: str, body: ClaimIn, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
-    """Report finished attempts, then take up to ``max_jobs`` jobs; if none fit, wait up to ``wait_s`` for some."""
-    token = _pilot_scope(who)
-    acks = await _complete(core, pilot_id, token, body.reports)
-    pilot = await core.read(lambda conn: wms_pilots.load(conn, pilot_id, token))
-    skip_locked = core.db.is_postgres
+    """Report finished attempts, then take up to ``max_jobs`` jobs; if none fit, wait up to ``wait_s`` for some.
+
+    The reports and the first claim share one transaction: a pilot running short jobs
+    costs the database one commit per job it finishes.
+    """
+    queues = await _pilot(core, pilot_id, _pilot_scope(who))
+    reps = [_report(r, core.settings.max_result_bytes) for r in body.reports]
+    acks: list[Ack] = []
     core.metrics.claims.inc()
 
-    async def attempt() -> list[wms_claims.Claimed] | bool:
+    def run(conn: sa.Connection, wake: Any) -> list[wms_claims.Claimed] | bool:
+        nonlocal acks, reps
         t = now()
-        got = await core.write(
-            lambda conn, wake: wms_claims.claim(
-                conn, pilot_id, body.max_jobs, t, skip_locked=skip_locked
-            )
-        )
+        if reps:
+            acks = wms_attempts.complete(conn, pilot_id, reps, t, core.settings.retry, wake)
+        got = wms_claims.claim(conn, pilot_id, body.max_jobs, t, skip_locked=core.db.is_postgres)
         return True if got is None else got  # None: it may not claim, stop waiting
 
-    topics = [pilot_topic(pilot_id), command_topic(pilot_id)]
-    topics += [queue_topic(q) for q in pilot.queues]
-    wait = min(body.wait_s, core.settings.claim_wait_max_s)
-    got = (
-        await core.notifier.poll(topics, wait, attempt, request.receive)
-        if body.max_jobs > 0
-        else []
-    )
+    async def attempt() -> list[wms_claims.Claimed] | bool:
+        nonlocal reps
+        got = await core.write(run)
+        if reps:
+            _count(core, reps, acks)
+            reps = []  # recorded: re-checks after a wake-up only claim
+        return got
+
+    topics = [pilot_topic(pilot_id), command_topic(pilot_id), *(queue_topic(q) for q in queues)]
+    wait = min(body.wait_s, core.settings.claim_wait_max_s) if body.max_jobs > 0 else 0.0
+    got = await core.notifier.poll(topics, wait, attempt, request.receive)
     claimed = got if isinstance(got, list) else []
     if claimed:
         core.metrics.claimed.inc(len(claimed))
@@ -186,7 +205,6 @@ async def heartbeat(
         t = now()
 
         def run(conn: sa.Connection, wake: Any) -> wms_pilots.Commands:
-            wms_pilots.load(conn, pilot_id, token)
             return wms_pilots.heartbeat(
                 conn,
                 pilot_id,
@@ -201,6 +219,7 @@ async def heartbeat(
 
         return await core.write(run)
 
+    await _pilot(core, pilot_id, token)
     wait = min(body.wait_s, core.settings.heartbeat_interval_s)
     commands = await core.notifier.poll([command_topic(pilot_id)], wait, beat, request.receive)
     return JSON({"kill": commands.kill, "drain": commands.drain})
@@ -208,28 +227,20 @@ async def heartbeat(
 
 @router.post("/pilots/{pilot_id}/logs", response_class=JSON)
 async def logs(pilot_id: str, body: LogsIn, core: CoreDep, who: PrincipalDep) -> Any:
-    token = _pilot_scope(who)
+    await _pilot(core, pilot_id, _pilot_scope(who))
     chunks = [LogChunk(**c.model_dump()) for c in body.chunks]
     t = now()
-
-    def run(conn: sa.Connection, wake: Any) -> None:
-        wms_pilots.load(conn, pilot_id, token)
-        wms_attempts.append_logs(conn, pilot_id, chunks, t, wake)
-
-    await core.write(run)
+    await core.write(lambda conn, wake: wms_attempts.append_logs(conn, pilot_id, chunks, t, wake))
     return JSON({"ok": True})
 
 
 @router.post("/pilots/{pilot_id}/exit", response_class=JSON)
 async def exit_(pilot_id: str, core: CoreDep, who: PrincipalDep) -> Any:
-    token = _pilot_scope(who)
+    await _pilot(core, pilot_id, _pilot_scope(who))
     t = now()
-
-    def run(conn: sa.Connection, wake: Any) -> None:
-        wms_pilots.load(conn, pilot_id, token)
-        wms_pilots.exit_(conn, pilot_id, t, core.settings.retry, wake)
-
-    await core.write(run)
+    await core.write(
+        lambda conn, wake: wms_pilots.exit_(conn, pilot_id, t, core.settings.retry, wake)
+    )
     return JSON({"ok": True})
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 03:31:34.008823
+Create Date: 2026-11-27 03:54:24.379029
 """
 
 from __future__ import annotations
@@ -107,12 +107,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("owner_id", "key", name=op.f("uq_jobs_owner_id_key")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_jobs_owner_id_id"), ["owner_id", "id"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_jobs_state_queue_priority_id"),
-            ["state", "queue", "priority", "id"],
+            "ix_jobs_claim_any", ["state", sa.literal_column("priority DESC"), "id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_jobs_claim_queue",
+            ["state", "queue", sa.literal_column("priority DESC"), "id"],
             unique=False,
         )
+        batch_op.create_index(batch_op.f("ix_jobs_owner_id_id"), ["owner_id", "id"], unique=False)
 
     op.create_table(
         "tokens",
@@ -201,6 +204,7 @@ def upgrade() -> None:
         sa.Column("memory_mb", sa.Integer(), nullable=False),
         sa.Column("gpus", sa.JSON(), nullable=False),
         sa.Column("slots", sa.Integer(), nullable=False),
+        sa.Column("prefetch", sa.Integer(), server_default="0", nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("version", sa.String(length=32), server_default="", nullable=False),
         sa.Column("claim_seq", sa.Integer(), server_default="0", nullable=False),
@@ -233,8 +237,9 @@ def downgrade() -> None:
     op.drop_table("artifacts")
     op.drop_table("tokens")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_jobs_state_queue_priority_id"))
         batch_op.drop_index(batch_op.f("ix_jobs_owner_id_id"))
+        batch_op.drop_index("ix_jobs_claim_queue")
+        batch_op.drop_index("ix_jobs_claim_any")
 
     op.drop_table("jobs")
     op.drop_table("users")
