@@ -146,7 +146,9 @@ def pilot(
     slots: Annotated[int, typer.Option(help="Jobs run at once (default: cores).")] = 0,
     prefetch: Annotated[
         int,
-        typer.Option(help="CPU jobs to hold ahead of free slots: hides the claim round trip for short jobs."),
+        typer.Option(
+            help="CPU jobs to hold ahead of free slots: hides the claim round trip for short jobs."
+        ),
     ] = 0,
     cores: Annotated[int, typer.Option(help="Cores offered (default: detected).")] = 0,
     memory_mb: Annotated[int, typer.Option(help="Memory offered in MB (default: detected).")] = 0,
