@@ -61,7 +61,7 @@ def _home(home: Path | None) -> Path:
 def _client() -> Any:
     from pilotwave.sdk.client import Client
 
-    return Client()
+    return Client(retry_for_s=3.0)  # a person is waiting: say so quickly if the server is down
 
 
 def _print_json(data: Any) -> None:

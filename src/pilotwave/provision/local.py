@@ -123,11 +123,14 @@ class LocalCluster:
                 "admin", role="pilot", queues=["*"], description="local pilots"
             )["token"]
 
-    def start_pilot(self, *extra: str, slots: int | None = None) -> subprocess.Popen[bytes]:
+    def start_pilot(
+        self, *extra: str, slots: int | None = None, url: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a pilot serving every queue, on this cluster's server or the one at ``url``."""
         argv = _cli(
             "pilot",
             "--server",
-            self.url,
+            url or self.url,
             "--token",
             self.pilot_token,
             "--queue",

@@ -16,10 +16,13 @@ SUBMIT_BATCH = 1000
 class Client:
     """A connection to a pilotwave server.  ``Client()`` reads ``PILOTWAVE_URL``/``PILOTWAVE_TOKEN`` or ``client.json``."""
 
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, *, retry_for_s: float = 30.0
+    ) -> None:
         cfg = config.resolve(url, token)
         self.url = cfg.url
-        self.http = Http(cfg.url, cfg.token)
+        # Requests are retried through a server restart for ``retry_for_s``.
+        self.http = Http(cfg.url, cfg.token, retry_for_s=retry_for_s)
         self._sandboxes: dict[Path, tuple[Any, str]] = {}
         self._lock = threading.Lock()
 

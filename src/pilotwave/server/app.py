@@ -43,6 +43,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         core.notifier.bind(asyncio.get_running_loop())
+        if core.bridge is not None:
+            core.bridge.start()
         await _schedule_backoffs(core)
         reaper = asyncio.create_task(_reap_forever(core))
         try:
@@ -51,6 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            if core.bridge is not None:
+                await core.bridge.stop()
             core.notifier.close()
             db.dispose()
 

@@ -16,6 +16,7 @@ from pilotwave.server import auth
 from pilotwave.server.auth import Principal, Role
 from pilotwave.server.metrics import Metrics
 from pilotwave.server.notify import Notifier
+from pilotwave.server.pgnotify import PgBridge
 from pilotwave.server.settings import Settings
 from pilotwave.store.db import Database
 from pilotwave.wms.wakeups import Wakeups
@@ -32,6 +33,7 @@ class Core:
         self.tokens = auth.TokenCache()
         self.pilots: dict[str, tuple[int, tuple[str, ...]]] = {}  # id -> (token id, queues)
         self.inline = not db.is_postgres
+        self.bridge = PgBridge(db.url, self.notifier) if db.is_postgres else None
 
     async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
         """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected."""
@@ -40,7 +42,10 @@ class Core:
         def tx(conn: Connection) -> T:
             nonlocal wake
             wake = Wakeups()  # a retried transaction starts over
-            return fn(conn, wake)
+            result = fn(conn, wake)
+            if self.bridge is not None and (wake.now or wake.later):
+                self.bridge.emit(conn, wake)  # other servers on this database hear it at commit
+            return result
 
         result = await self._run(self.db.transact, tx)
         self.notifier.apply(wake)

@@ -88,6 +88,13 @@ class Notifier:
                 for sub in self._subs.get("queue:*", ()):
                     sub.event.set()
 
+    def publish_all(self) -> None:
+        """Wake every subscriber as if all its topics fired (after notifications may have been missed)."""
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                sub.fired.update(sub.topics)
+                sub.event.set()
+
     def apply(self, wake: Wakeups) -> None:
         """Publish what a committed transaction changed, now or at the times it asks."""
         self.publish(wake.now)

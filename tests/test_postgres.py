@@ -1,0 +1,134 @@
+"""End to end on PostgreSQL: real servers and pilots on a throwaway cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jobs_basic as jb
+import pytest
+from conftest import FAST_SERVER, make_cluster, wait_for
+from test_pilot import pilot_process, running_on
+
+import pilotwave as pw
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+@pytest.fixture
+def pg_cluster(pw_home: Path, postgres: Any) -> Any:
+    c = make_cluster(pw_home, pilots=2, db=postgres.new_database())
+    c.start()
+    try:
+        c.wait_for_pilots()
+        pw.connect(c.url, c.admin_token)
+        yield c
+    finally:
+        c.stop(timeout_s=10)
+
+
+def test_jobs_and_failures_on_postgres(pg_cluster: Any, tmp_path: Path) -> None:
+    assert [f.result(timeout=30) for f in jb.square.map(range(20))] == [x * x for x in range(20)]
+    with pytest.raises(pw.JobFailed, match="kaboom"):
+        jb.explode.submit("kaboom").result(timeout=30)
+    fut = jb.sleep_then.submit(2.0, 5)
+    first = running_on(pg_cluster, fut.id)
+    pilot_process(pg_cluster, first).kill()
+    assert fut.result(timeout=60) == 5
+    assert [a["state"] for a in pg_cluster.client().job(fut.id)["attempt_history"]] == [
+        "lost",
+        "succeeded",
+    ]
+
+
+def test_server_killed_and_restarted_on_postgres_loses_nothing(
+    pg_cluster: Any, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    futures = [jb.count_runs.submit(str(runs), f"t{i}") for i in range(30)]
+    wait_for(lambda: runs.exists() and len(list(runs.iterdir())) >= 5, what="some jobs to run")
+    pg_cluster.kill_server()
+    time.sleep(1.0)
+    pg_cluster.start_server()
+    assert sorted(f.result(timeout=60) for f in futures) == sorted(f"t{i}" for i in range(30))
+    assert sorted(p.name.split(".")[0] for p in runs.iterdir()) == sorted(
+        f"t{i}" for i in range(30)
+    )
+
+
+def _second_server(home: Path, db: str) -> tuple[subprocess.Popen[bytes], str]:
+    home.mkdir(parents=True)
+    env = {**os.environ, "PILOTWAVE_HOME": str(home)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pilotwave.cli.main",
+            "server",
+            "--port",
+            "0",
+            "--db",
+            db,
+            *FAST_SERVER,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    info = wait_for(
+        lambda: (home / "server.json").exists() and json.loads((home / "server.json").read_text()),
+        what="the second server",
+    )
+    return proc, info["url"]
+
+
+def test_1000_jobs_claimed_by_racing_pilots_on_two_servers_run_exactly_once(
+    pw_home: Path, postgres: Any, tmp_path: Path
+) -> None:
+    db = postgres.new_database()
+    c = make_cluster(pw_home, pilots=0, db=db)
+    with c:
+        pw.connect(c.url, c.admin_token)
+        runs = tmp_path / "runs"
+        futures = jb.count_runs.map([str(runs)] * 1000, [f"t{i}" for i in range(1000)])
+        other, other_url = _second_server(tmp_path / "home-b", db)
+        try:
+            for url in (c.url, c.url, other_url, other_url):
+                c.start_pilot("--prefetch", "2", slots=3, url=url)
+            _, not_done = pw.wait(futures, timeout=240)
+            assert not not_done
+        finally:
+            other.send_signal(signal.SIGTERM)
+            other.wait(timeout=30)
+        tags = Counter(p.name.split(".")[0] for p in runs.iterdir())
+        assert len(tags) == 1000 and set(tags.values()) == {1}
+        assert len(c.client().pilots()) == 4
+        attempts = [a for f in futures[:50] for a in c.client().job(f.id)["attempt_history"]]
+        assert {a["state"] for a in attempts} == {"succeeded"}
+
+
+def test_servers_on_one_database_wake_each_others_pilots_and_waiters(
+    pw_home: Path, postgres: Any, tmp_path: Path
+) -> None:
+    db = postgres.new_database()
+    c = make_cluster(pw_home, pilots=0, db=db)
+    with c:
+        pw.connect(c.url, c.admin_token)
+        other, other_url = _second_server(tmp_path / "home-b", db)
+        try:
+            c.start_pilot(url=other_url)  # idle, long-polling the second server
+            c.wait_for_pilots(1)
+            # Submitted through the first server, run through the second, awaited on the first:
+            # each hop is a notification, not a poll (a claim waits 20 s before asking again).
+            assert jb.add.submit(20, 22).result(timeout=10) == 42
+        finally:
+            other.send_signal(signal.SIGTERM)
+            other.wait(timeout=30)
