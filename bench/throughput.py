@@ -166,9 +166,13 @@ class PeakRss:
 # -- pilotwave ---------------------------------------------------------------------------
 
 
-def run_pilotwave(n: int, pilots: int, backend: str, db: str | None, timeout_s: float) -> Result:
+def run_pilotwave(
+    n: int, pilots: int, backend: str, db: str | None, timeout_s: float, prefetch: int
+) -> Result:
     with tempfile.TemporaryDirectory(prefix="pilotwave-bench-") as home:
-        cluster = LocalCluster(Path(home), pilots=pilots, slots=1, db=db)
+        cluster = LocalCluster(
+            Path(home), pilots=pilots, slots=1, db=db, pilot_args=["--prefetch", str(prefetch)]
+        )
         try:
             cluster.start()
             cluster.wait_for_pilots()
@@ -204,7 +208,7 @@ def run_pilotwave(n: int, pilots: int, backend: str, db: str | None, timeout_s: 
                 if r["finished_at"] is not None
             ]
             return Result(
-                system="pilotwave",
+                system=f"pilotwave prefetch={prefetch}",
                 backend=backend,
                 workers=pilots,
                 jobs=n,
@@ -324,15 +328,17 @@ def report(results: Sequence[Result], backends: Sequence[str]) -> None:
     if not dask_rate:
         return
     d = statistics.median(dask_rate)
-    for backend in backends:
-        rates = [r.jobs_per_s for r in results if r.system == "pilotwave" and r.backend == backend]
-        if rates:
-            p = statistics.median(rates)
-            console.print(
-                f"ratio pilotwave[{backend}] / dask: {p / d:.2f}x "
-                f"({p:.1f} jobs/s vs {d:.1f} tasks/s, median of {len(rates)} vs {len(dask_rate)})",
-                markup=False,
-            )
+    systems = dict.fromkeys(r.system for r in results if r.system != "dask")
+    for system in systems:
+        for backend in backends:
+            rates = [r.jobs_per_s for r in results if r.system == system and r.backend == backend]
+            if rates:
+                p = statistics.median(rates)
+                console.print(
+                    f"ratio {system} [{backend}] / dask: {p / d:.2f}x "
+                    f"({p:.1f} jobs/s vs {d:.1f} tasks/s, median of {len(rates)} vs {len(dask_rate)})",
+                    markup=False,
+                )
 
 
 # -- main --------------------------------------------------------------------------------
@@ -349,6 +355,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(BACKENDS),
         help="comma-separated: sqlite,postgresql (default both)",
     )
+    ap.add_argument(
+        "--prefetch",
+        default="0,16",
+        help="comma-separated pilot --prefetch values to run (default 0,16)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs of each system (default 1)")
     ap.add_argument("--skip-dask", action="store_true", help="do not run the Dask comparison")
     ap.add_argument(
@@ -356,6 +367,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = ap.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    args.prefetch = [int(p) for p in args.prefetch.split(",") if p.strip()]
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         ap.error(f"unknown backend(s) {', '.join(sorted(unknown))}; choose from {BACKENDS}")
@@ -371,9 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for rep in range(args.repeat):
             for backend in args.backends:
-                db = pg.new_database() if backend == "postgresql" and pg else None
-                print(f"[{rep + 1}/{args.repeat}] pilotwave {backend} ...", flush=True)
-                results.append(run_pilotwave(args.jobs, args.pilots, backend, db, args.timeout))
+                for prefetch in args.prefetch:
+                    db = pg.new_database() if backend == "postgresql" and pg else None
+                    print(
+                        f"[{rep + 1}/{args.repeat}] pilotwave {backend} prefetch={prefetch} ...",
+                        flush=True,
+                    )
+                    results.append(
+                        run_pilotwave(args.jobs, args.pilots, backend, db, args.timeout, prefetch)
+                    )
             if not args.skip_dask:
                 print(f"[{rep + 1}/{args.repeat}] dask ...", flush=True)
                 results.append(run_dask(args.jobs, args.pilots, args.timeout))

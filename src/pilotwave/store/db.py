@@ -79,7 +79,9 @@ class Database:
                 cur.close()
 
             return engine
-        return sa.create_engine(self.url, pool_size=pool_size, max_overflow=30, pool_pre_ping=True)
+        # No pre-ping (a round trip per transaction): a connection that died with a database
+        # restart fails its first statement, is invalidated, and ``transact`` retries.
+        return sa.create_engine(self.url, pool_size=pool_size, max_overflow=30)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -109,14 +111,15 @@ class Database:
                 conn.rollback()
 
     def transact(self, fn: Callable[[Connection], T], *, attempts: int = 5) -> T:
-        """Run ``fn`` in a write transaction, retrying deadlocks and serialization failures."""
+        """Run ``fn`` in a write transaction, retrying deadlocks, serialization failures and dropped connections."""
         for i in range(attempts):
             try:
                 with self.write() as conn:
                     return fn(conn)
-            except sa.exc.OperationalError as exc:
+            except sa.exc.DBAPIError as exc:
                 sqlstate = getattr(exc.orig, "sqlstate", None)
-                if sqlstate not in _RETRYABLE_SQLSTATES or i == attempts - 1:
+                retry = sqlstate in _RETRYABLE_SQLSTATES or exc.connection_invalidated
+                if not retry or i == attempts - 1:
                     raise
                 log.info("retrying transaction sqlstate=%s attempt=%d", sqlstate, i + 1)
                 time.sleep(random.uniform(0.001, 0.02) * (i + 1))
