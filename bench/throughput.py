@@ -46,11 +46,11 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_jobs import noop, noop_plain  # noqa: E402
-from pg import PostgresCluster  # noqa: E402
 
 import pilotwave as pw  # noqa: E402
 from pilotwave.provision.local import LocalCluster  # noqa: E402
 from pilotwave.sdk.client import SUBMIT_BATCH  # noqa: E402
+from pilotwave.store.pgcluster import PostgresCluster  # noqa: E402
 
 MiB = 1024 * 1024
 BACKENDS = ("sqlite", "postgresql")

@@ -11,7 +11,7 @@ from typing import Any
 
 import jobs_basic as jb
 import pytest
-from conftest import make_cluster, wait_for
+from conftest import running_cluster, wait_for
 from test_sandbox import evil
 
 import pilotwave as pw
@@ -236,10 +236,7 @@ def test_sigterm_drains_running_jobs_before_exit(cluster: Any) -> None:
 
 
 def test_drain_timeout_hands_jobs_back_without_counting_a_failure(pw_home: Path) -> None:
-    c = make_cluster(pw_home, pilots=2, pilot_args=["--drain-timeout", "0.5"])
-    with c:
-        c.wait_for_pilots()
-        pw.connect(c.url, c.admin_token)
+    with running_cluster(pw_home, pilots=2, pilot_args=["--drain-timeout", "0.5"]) as c:
         fut = jb.sleep_then.options(max_attempts=1).submit(3.0, 9)
         proc = pilot_process(c, running_on(c, fut.id))
         proc.send_signal(signal.SIGTERM)
@@ -256,10 +253,9 @@ def test_pilot_exits_when_idle(cluster: Any) -> None:
 
 
 def test_gpus_are_assigned_through_cuda_visible_devices(pw_home: Path) -> None:
-    c = make_cluster(pw_home, pilots=1, pilot_args=["--gpu", "A100:40960", "--gpu", "T4:16384"])
-    with c:
-        c.wait_for_pilots()
-        pw.connect(c.url, c.admin_token)
+    with running_cluster(
+        pw_home, pilots=1, pilot_args=["--gpu", "A100:40960", "--gpu", "T4:16384"]
+    ):
         assert jb.whoami.options(gpus=1, gpu_model="T4").submit().result(timeout=30)["cuda"] == "1"
         assert jb.whoami.options(gpus=2).submit().result(timeout=30)["cuda"] == "0,1"
         assert jb.whoami.submit().result(timeout=30)["cuda"] == ""
@@ -270,10 +266,7 @@ def test_gpus_are_assigned_through_cuda_visible_devices(pw_home: Path) -> None:
 
 
 def test_labels_route_jobs_to_pilots_that_carry_them(pw_home: Path) -> None:
-    c = make_cluster(pw_home, pilots=1, pilot_args=["--labels", "ssd,avx512"])
-    with c:
-        c.wait_for_pilots()
-        pw.connect(c.url, c.admin_token)
+    with running_cluster(pw_home, pilots=1, pilot_args=["--labels", "ssd,avx512"]):
         assert jb.add.options(labels=["ssd"]).submit(1, 2).result(timeout=30) == 3
         missing = jb.add.options(labels=["tpu"]).submit(1, 2)
         with pytest.raises(TimeoutError):
@@ -281,10 +274,7 @@ def test_labels_route_jobs_to_pilots_that_carry_them(pw_home: Path) -> None:
 
 
 def test_server_killed_mid_run_loses_nothing(pw_home: Path, tmp_path: Path) -> None:
-    c = make_cluster(pw_home, pilots=2)
-    with c:
-        c.wait_for_pilots()
-        pw.connect(c.url, c.admin_token)
+    with running_cluster(pw_home, pilots=2) as c:
         runs = tmp_path / "runs"
         futures = [jb.count_runs.submit(str(runs), f"t{i}") for i in range(30)]
         slow = [jb.sleep_then.submit(1.0, i) for i in range(4)]
@@ -306,10 +296,7 @@ def test_server_killed_mid_run_loses_nothing(pw_home: Path, tmp_path: Path) -> N
 
 
 def test_prefetched_jobs_wait_their_turn_and_are_handed_back_on_drain(pw_home: Path) -> None:
-    c = make_cluster(pw_home, pilots=1, slots=1, pilot_args=["--prefetch", "2"])
-    with c:
-        c.wait_for_pilots()
-        pw.connect(c.url, c.admin_token)
+    with running_cluster(pw_home, pilots=1, slots=1, pilot_args=["--prefetch", "2"]) as c:
         first, second, third = (jb.sleep_then.submit(1.0, i) for i in range(3))
         wait_for(
             lambda: all(c.client().job(f.id)["state"] == "running" for f in (first, second, third)),

@@ -14,7 +14,7 @@ from typing import Any
 
 import jobs_basic as jb
 import pytest
-from conftest import FAST_SERVER, make_cluster, wait_for
+from conftest import FAST_SERVER, running_cluster, wait_for
 from test_pilot import pilot_process, running_on
 
 import pilotwave as pw
@@ -24,14 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 @pytest.fixture
 def pg_cluster(pw_home: Path, postgres: Any) -> Any:
-    c = make_cluster(pw_home, pilots=2, db=postgres.new_database())
-    c.start()
-    try:
-        c.wait_for_pilots()
-        pw.connect(c.url, c.admin_token)
+    with running_cluster(pw_home, db=postgres.new_database()) as c:
         yield c
-    finally:
-        c.stop(timeout_s=10)
 
 
 def test_jobs_and_failures_on_postgres(pg_cluster: Any, tmp_path: Path) -> None:
@@ -63,6 +57,20 @@ def test_server_killed_and_restarted_on_postgres_loses_nothing(
     )
 
 
+@pytest.fixture
+def two_servers(pw_home: Path, postgres: Any, tmp_path: Path) -> Any:
+    """A cluster without pilots, and the URL of a second server on the same database."""
+    db = postgres.new_database()
+    with running_cluster(pw_home, pilots=0, db=db) as c:
+        other, url = _second_server(tmp_path / "home-b", db)
+        try:
+            yield c, url
+        finally:
+            c.stop(timeout_s=10)  # pilots first: some are connected to the second server
+            other.send_signal(signal.SIGTERM)
+            other.wait(timeout=30)
+
+
 def _second_server(home: Path, db: str) -> tuple[subprocess.Popen[bytes], str]:
     home.mkdir(parents=True)
     env = {**os.environ, "PILOTWAVE_HOME": str(home)}
@@ -91,44 +99,26 @@ def _second_server(home: Path, db: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def test_1000_jobs_claimed_by_racing_pilots_on_two_servers_run_exactly_once(
-    pw_home: Path, postgres: Any, tmp_path: Path
+    two_servers: Any, tmp_path: Path
 ) -> None:
-    db = postgres.new_database()
-    c = make_cluster(pw_home, pilots=0, db=db)
-    with c:
-        pw.connect(c.url, c.admin_token)
-        runs = tmp_path / "runs"
-        futures = jb.count_runs.map([str(runs)] * 1000, [f"t{i}" for i in range(1000)])
-        other, other_url = _second_server(tmp_path / "home-b", db)
-        try:
-            for url in (c.url, c.url, other_url, other_url):
-                c.start_pilot("--prefetch", "2", slots=3, url=url)
-            _, not_done = pw.wait(futures, timeout=240)
-            assert not not_done
-        finally:
-            other.send_signal(signal.SIGTERM)
-            other.wait(timeout=30)
-        tags = Counter(p.name.split(".")[0] for p in runs.iterdir())
-        assert len(tags) == 1000 and set(tags.values()) == {1}
-        assert len(c.client().pilots()) == 4
-        attempts = [a for f in futures[:50] for a in c.client().job(f.id)["attempt_history"]]
-        assert {a["state"] for a in attempts} == {"succeeded"}
+    c, other_url = two_servers
+    runs = tmp_path / "runs"
+    futures = jb.count_runs.map([str(runs)] * 1000, [f"t{i}" for i in range(1000)])
+    for url in (c.url, c.url, other_url, other_url):
+        c.start_pilot("--prefetch", "2", slots=3, url=url)
+    _, not_done = pw.wait(futures, timeout=240)
+    assert not not_done
+    tags = Counter(p.name.split(".")[0] for p in runs.iterdir())
+    assert len(tags) == 1000 and set(tags.values()) == {1}
+    assert len(c.client().pilots()) == 4
+    attempts = [a for f in futures[:50] for a in c.client().job(f.id)["attempt_history"]]
+    assert {a["state"] for a in attempts} == {"succeeded"}
 
 
-def test_servers_on_one_database_wake_each_others_pilots_and_waiters(
-    pw_home: Path, postgres: Any, tmp_path: Path
-) -> None:
-    db = postgres.new_database()
-    c = make_cluster(pw_home, pilots=0, db=db)
-    with c:
-        pw.connect(c.url, c.admin_token)
-        other, other_url = _second_server(tmp_path / "home-b", db)
-        try:
-            c.start_pilot(url=other_url)  # idle, long-polling the second server
-            c.wait_for_pilots(1)
-            # Submitted through the first server, run through the second, awaited on the first:
-            # each hop is a notification, not a poll (a claim waits 20 s before asking again).
-            assert jb.add.submit(20, 22).result(timeout=10) == 42
-        finally:
-            other.send_signal(signal.SIGTERM)
-            other.wait(timeout=30)
+def test_servers_on_one_database_wake_each_others_pilots_and_waiters(two_servers: Any) -> None:
+    c, other_url = two_servers
+    c.start_pilot(url=other_url)  # idle, long-polling the second server
+    c.wait_for_pilots(1)
+    # Submitted through the first server, run through the second, awaited on the first:
+    # each hop is a notification, not a poll (an idle claim waits 20 s before asking again).
+    assert jb.add.submit(20, 22).result(timeout=10) == 42

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,8 +61,6 @@ def check_json(value: Any, what: str) -> None:
             f"{what} is not JSON-serializable ({exc}); pass numbers, strings, lists and dicts, "
             "and ship larger data as files in the sandbox"
         ) from None
-    if isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - caught above
-        raise TypeError(f"{what} is not a finite number")
 
 
 class JobFunction(Generic[P, R]):

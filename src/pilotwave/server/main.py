@@ -7,6 +7,8 @@ import logging
 import os
 import socket
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -40,6 +42,17 @@ def write_server_file(home: Path, url: str) -> Path:
     return path
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, plus: on SIGTERM/SIGINT, answer held long-polls at once so shutdown is prompt."""
+
+    notifier: Any = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.notifier is not None:
+            self.notifier.shut_down()
+
+
 def serve(
     settings: Settings, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning"
 ) -> None:
@@ -57,7 +70,8 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    server.notifier = app.state.core.notifier
     write_server_file(settings.home, url)
     log.info("serving url=%s db=%s", url, settings.database_url.split("@")[-1])
     server.run(sockets=[sock])

@@ -50,6 +50,7 @@ class Notifier:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.closing = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -87,6 +88,17 @@ class Notifier:
             if t.startswith("queue:"):  # pilots serving every queue
                 for sub in self._subs.get("queue:*", ()):
                     sub.event.set()
+
+    def shut_down(self) -> None:
+        """End every long-poll now and start no new waits (the server is stopping); thread-safe."""
+        if self._loop is None:
+            return
+
+        def close() -> None:
+            self.closing = True
+            self.publish_all()
+
+        self._loop.call_soon_threadsafe(close)
 
     def publish_all(self) -> None:
         """Wake every subscriber as if all its topics fired (after notifications may have been missed)."""
@@ -140,7 +152,12 @@ class Notifier:
                 while True:
                     result = await check()
                     remaining = deadline - time.monotonic()
-                    if result or remaining <= 0 or (gone is not None and gone.done()):
+                    if (
+                        result
+                        or remaining <= 0
+                        or self.closing
+                        or (gone is not None and gone.done())
+                    ):
                         return result
                     await sub.wait(remaining, gone)
         finally:

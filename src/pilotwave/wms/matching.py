@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -128,11 +128,3 @@ def _first_fit(
             del jobs[i]
             return job, gpus
     return None, None
-
-
-def owner_usage(rows: Iterable[tuple[int, float]]) -> dict[int, float]:
-    """Sum ``(owner_id, cores)`` rows into a usage map."""
-    usage: dict[int, float] = defaultdict(float)
-    for owner, cores in rows:
-        usage[owner] += cores
-    return dict(usage)

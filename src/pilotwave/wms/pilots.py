@@ -145,23 +145,7 @@ def heartbeat(
     conn.execute(pilots.update().where(pilots.c.id == pilot_id).values(**values))
 
     mine = {k.job_id: k for k in known}
-    running = conn.execute(
-        sa.select(
-            attempts.c.number,
-            attempts.c.claim_seq,
-            attempts.c.started_at,
-            jobs.c.id,
-            jobs.c.state,
-            jobs.c.attempts,
-            jobs.c.failures,
-            jobs.c.max_attempts,
-            jobs.c.queue,
-        )
-        .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
-        .where(attempts.c.pilot_id == pilot_id, attempts.c.state == AttemptState.RUNNING)
-        .order_by(jobs.c.id)
-        .with_for_update(of=jobs)
-    ).all()
+    running = _running_on(conn, pilot_id)
     lost = set()
     endings = Endings(conn, now, policy, wake)
     for r in running:
@@ -281,25 +265,35 @@ def reap(
 def _lose_attempts(
     conn: Connection, pilot_id: str, now: float, policy: RetryPolicy, wake: Wakeups, reason: str
 ) -> None:
-    rows = conn.execute(
-        sa.select(
-            attempts.c.number,
-            jobs.c.id,
-            jobs.c.state,
-            jobs.c.attempts,
-            jobs.c.failures,
-            jobs.c.max_attempts,
-            jobs.c.queue,
-        )
-        .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
-        .where(attempts.c.pilot_id == pilot_id, attempts.c.state == AttemptState.RUNNING)
-        .order_by(jobs.c.id)
-        .with_for_update(of=jobs)
-    ).all()
+    rows = _running_on(conn, pilot_id)
     endings = Endings(conn, now, policy, wake)
     for r in rows:
         endings.end(r, r.number, AttemptEnd(AttemptState.LOST, True, reason), pilot_id)
     endings.flush()
+
+
+_RUNNING_ON = (
+    sa.select(
+        attempts.c.number,
+        attempts.c.claim_seq,
+        attempts.c.started_at,
+        jobs.c.id,
+        jobs.c.state,
+        jobs.c.attempts,
+        jobs.c.failures,
+        jobs.c.max_attempts,
+        jobs.c.queue,
+    )
+    .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+    .where(attempts.c.pilot_id == sa.bindparam("pid"), attempts.c.state == AttemptState.RUNNING)
+    .order_by(jobs.c.id)
+    .with_for_update(of=jobs)
+)
+
+
+def _running_on(conn: Connection, pilot_id: str) -> list[Any]:
+    """The pilot's running attempts with their jobs, locked for ending them (rows ``Endings`` takes)."""
+    return list(conn.execute(_RUNNING_ON, {"pid": pilot_id}).all())
 
 
 def list_pilots(conn: Connection, states: Sequence[str] = ()) -> list[dict[str, Any]]:

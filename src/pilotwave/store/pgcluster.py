@@ -1,7 +1,8 @@
-"""A throwaway PostgreSQL cluster for benchmarks (the same recipe as ``tests/conftest.py``).
+"""A throwaway PostgreSQL cluster, for the test suite and the benchmarks.
 
-initdb + postgres on a free port on 127.0.0.1, durability off, run as the ``postgres`` user
-when we are root; ``new_database()`` returns a SQLAlchemy URL pilotwave's ``--db`` accepts.
+initdb + postgres on a free port on 127.0.0.1, durability off (it is thrown away), run as the
+``postgres`` user when we are root; ``new_database()`` returns a URL pilotwave's ``--db`` accepts.
+Needs the Debian ``postgresql`` package (``make postgres`` installs it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class PostgresCluster:
                 "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin: run `make postgres`"
             )
         self.bindir = Path(found[-1]).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="pilotwave-bench-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="pilotwave-pg-"))
         self.port = free_port()
         self.as_postgres = os.geteuid() == 0
         if self.as_postgres:
@@ -95,7 +96,7 @@ class PostgresCluster:
     def new_database(self) -> str:
         import psycopg
 
-        name = f"pwbench_{os.getpid()}_{next(self._names)}"
+        name = f"pw_{os.getpid()}_{next(self._names)}"
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as c:
