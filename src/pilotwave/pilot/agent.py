@@ -193,7 +193,10 @@ class Pilot:
         for job_id, attempt in never_started:
             self.kill(job_id, attempt, "drain")
         if self.draining:
-            self._beat_once(wait_s=0)  # the server stops handing us work at once
+            try:
+                self._beat_once(wait_s=0)  # the server stops handing us work at once
+            except PilotwaveError as exc:
+                log.warning("could not tell the server we are draining: %s", exc)
             with self.changed:
                 while self._running() and time.monotonic() < self.drain_deadline:
                     self.changed.wait(max(0.0, min(1.0, self.drain_deadline - time.monotonic())))
