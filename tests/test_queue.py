@@ -338,3 +338,19 @@ def test_prefetch_holds_cpu_jobs_that_fit_the_whole_pilot(q: Q) -> None:
     q.report(pid, ok(small[0]))
     assert [c.id for c in q.claim(pid, n=10)] == [small[3]]
     assert q.job(big)["state"] == q.job(gpu)["state"] == JobState.QUEUED
+
+
+def test_a_rolled_back_transaction_leaves_no_events(q: Q) -> None:
+    from pilotwave.wms.events import event, record
+
+    (jid,) = q.submit(1)
+
+    def fails(conn, wake):  # type: ignore[no-untyped-def]
+        record(conn, [event(q.now, "running", job_id=jid, reason="phantom")])
+        raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        q.tx(fails)
+    q.submit(3)  # later transactions, likely on the same pooled connection
+    with q.db.read() as conn:
+        assert "phantom" not in [e["reason"] for e in story(conn, job_id=jid)]

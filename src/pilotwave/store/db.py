@@ -89,26 +89,25 @@ class Database:
         if self.dialect == "sqlite":
             with self._write_lock, self.engine.connect() as conn:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.rollback()
-                    raise
-                conn.commit()
+                yield from _transaction(conn)
         else:
-            with self.engine.begin() as conn:
-                yield conn
+            with self.engine.connect() as conn:
+                yield from _transaction(conn)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only snapshot."""
-        with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
+        """Reads: a snapshot on SQLite; on PostgreSQL each statement sees committed data
+        (autocommit, saving the BEGIN and ROLLBACK round trips on every read)."""
+        if self.dialect == "sqlite":
+            with self.engine.connect() as conn:
                 conn.exec_driver_sql("BEGIN")
-            try:
+                try:
+                    yield conn
+                finally:
+                    conn.rollback()
+        else:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 yield conn
-            finally:
-                conn.rollback()
 
     def transact(self, fn: Callable[[Connection], T], *, attempts: int = 5) -> T:
         """Run ``fn`` in a write transaction, retrying deadlocks, serialization failures and dropped connections."""
@@ -127,6 +126,35 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_HOOKS = "pilotwave.before_commit"
+
+
+H = TypeVar("H", bound=Callable[[Connection], None])
+
+
+def before_commit(conn: Connection, key: str, make: Callable[[], H]) -> H:
+    """The hook registered under ``key`` in this transaction (made on first use); it runs last
+    thing before the commit and is dropped with a rollback (e.g. one batched insert of rows
+    collected during the transaction)."""
+    hooks = conn.info.setdefault(_HOOKS, {})
+    if key not in hooks:
+        hooks[key] = make()
+    return hooks[key]
+
+
+def _transaction(conn: Connection) -> Iterator[Connection]:
+    try:
+        yield conn
+        for hook in list(conn.info.get(_HOOKS, {}).values()):
+            hook(conn)
+    except BaseException:
+        conn.info.pop(_HOOKS, None)
+        conn.rollback()
+        raise
+    conn.info.pop(_HOOKS, None)
+    conn.commit()
 
 
 def insert_ignoring_duplicates(

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.store.db import before_commit
 from pilotwave.store.schema import events
 
 
@@ -35,9 +36,18 @@ def event(
 _INSERT = events.insert()
 
 
+class _Pending:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, conn: Connection) -> None:
+        conn.execute(_INSERT, self.rows)
+
+
 def record(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Add transitions to the story; they are written in one insert when the transaction commits."""
     if rows:
-        conn.execute(_INSERT, list(rows))
+        before_commit(conn, "events", _Pending).rows.extend(rows)
 
 
 def story(
