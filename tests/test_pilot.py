@@ -315,3 +315,16 @@ def test_prefetched_jobs_wait_their_turn_and_are_handed_back_on_drain(pw_home: P
         assert second.result(timeout=30) == 1
         third_attempts = c.client().job(third.id)["attempt_history"]
         assert [a["state"] for a in third_attempts] == ["killed"]
+
+
+def test_pilot_whose_token_is_revoked_exits_with_an_error(cluster: Any) -> None:
+    client = cluster.client()
+    made = client.create_token("admin", role="pilot", queues=["*"])
+    proc = cluster.start_pilot(token=made["token"])
+    wait_for(
+        lambda: len([p for p in client.pilots() if p["state"] == "active"]) == 3, what="the pilot"
+    )
+    client.revoke_token(made["id"])
+    assert proc.wait(timeout=30) == 2
+    log = (cluster.log_dir / f"pilot-{len(cluster.pilots) - 1}.log").read_text()
+    assert "giving up: its token was revoked" in log

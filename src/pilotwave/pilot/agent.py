@@ -112,6 +112,7 @@ class Pilot:
         self.stopped = threading.Event()  # background threads end
         self.exit = threading.Event()  # the main thread should wind down
         self.heartbeat_interval = 10.0
+        self.failure: str | None = None  # why the pilot gave up, if it did
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -152,7 +153,7 @@ class Pilot:
         while not self.exit.wait(3600):
             pass
         self._shutdown()
-        return 0
+        return 0 if self.failure is None else 2
 
     def _guard(self, fn: Any) -> Any:
         def run() -> None:
@@ -384,8 +385,14 @@ class Pilot:
             try:
                 self._beat_once(self.heartbeat_interval)
             except ApiError as exc:
-                if exc.status == 404:
-                    log.error("the server no longer knows this pilot; exiting")
+                if exc.status in (401, 403, 404):
+                    why = {
+                        401: "its token was revoked",
+                        403: "its token may no longer act for it",
+                        404: "the server no longer knows this pilot",
+                    }[exc.status]
+                    log.error("giving up: %s (%s)", why, exc.detail)
+                    self.failure = why
                     self.exit.set()
                     return
                 log.warning("heartbeat refused: %s", exc)

@@ -124,7 +124,11 @@ class LocalCluster:
             )["token"]
 
     def start_pilot(
-        self, *extra: str, slots: int | None = None, url: str | None = None
+        self,
+        *extra: str,
+        slots: int | None = None,
+        url: str | None = None,
+        token: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start a pilot serving every queue, on this cluster's server or the one at ``url``."""
         argv = _cli(
@@ -132,7 +136,7 @@ class LocalCluster:
             "--server",
             url or self.url,
             "--token",
-            self.pilot_token,
+            token or self.pilot_token,
             "--queue",
             "*",
             *self.pilot_args,
