@@ -357,8 +357,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--prefetch",
-        default="0,16",
-        help="comma-separated pilot --prefetch values to run (default 0,16)",
+        default="16,0",
+        help="comma-separated pilot --prefetch values to run (default 16,0: the default, and off)",
     )
     ap.add_argument("--repeat", type=int, default=1, help="runs of each system (default 1)")
     ap.add_argument("--skip-dask", action="store_true", help="do not run the Dask comparison")

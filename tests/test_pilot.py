@@ -297,7 +297,8 @@ def test_server_killed_mid_run_loses_nothing(pw_home: Path, tmp_path: Path) -> N
 
 def test_prefetched_jobs_wait_their_turn_and_are_handed_back_on_drain(pw_home: Path) -> None:
     with running_cluster(pw_home, pilots=1, slots=1, pilot_args=["--prefetch", "2"]) as c:
-        first, second, third = (jb.sleep_then.submit(1.0, i) for i in range(3))
+        pw.wait(jb.noop.map(range(5)))  # short jobs: the pilot starts holding jobs ahead
+        first, second, third = jb.sleep_then.map([1.0] * 3, range(3))
         wait_for(
             lambda: all(c.client().job(f.id)["state"] == "running" for f in (first, second, third)),
             what="the pilot to hold all three",
@@ -328,3 +329,21 @@ def test_pilot_whose_token_is_revoked_exits_with_an_error(cluster: Any) -> None:
     assert proc.wait(timeout=30) == 2
     log = (cluster.log_dir / f"pilot-{len(cluster.pilots) - 1}.log").read_text()
     assert "giving up: its token was revoked" in log
+
+
+def test_held_jobs_go_back_to_the_queue_when_the_running_job_is_long(pw_home: Path) -> None:
+    with running_cluster(pw_home, pilots=1, slots=1) as c:
+        pw.wait(jb.noop.map(range(5)))  # short jobs: the pilot starts holding jobs ahead
+        long, short = jb.sleep_then.map([4.0, 0.0], [1, 2])
+        busy = running_on(c, long.id)
+        wait_for(
+            lambda: c.client().job(short.id)["state"] == "running", what="the short job to be held"
+        )
+        c.start_pilot()  # idle: it should get the short job once the busy pilot gives it back
+        assert short.result(timeout=30) == 2
+        history = c.client().job(short.id)["attempt_history"]
+        assert [a["state"] for a in history] == ["killed", "succeeded"]
+        assert history[0]["pilot_id"] == busy and history[1]["pilot_id"] != busy
+        assert long.state() == "running"  # the short one did not wait for it
+        assert long.result(timeout=30) == 1
+        assert c.client().job(short.id)["failures"] == 0

@@ -58,7 +58,9 @@ class PilotConfig:
     slots: int
     labels: list[str] = field(default_factory=list)
     gpus: list[GpuInfo] = field(default_factory=list)
-    prefetch: int = 0
+    prefetch: int = 16
+    prefetch_below_s: float = 0.5
+    hold_s: float = 2.0
     idle_exit_s: float | None = None
     drain_timeout_s: float = 60.0
     workdir: Path | None = None
@@ -75,6 +77,8 @@ class Task:
     execution: Worker | ShellRun | None = None
     log: LogTail | None = None
     deadline: float | None = None
+    claimed: float = field(default_factory=time.monotonic)
+    started: float | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -113,6 +117,8 @@ class Pilot:
         self.exit = threading.Event()  # the main thread should wind down
         self.heartbeat_interval = 10.0
         self.failure: str | None = None  # why the pilot gave up, if it did
+        self.job_seconds: float | None = None  # moving average of recent jobs' run time
+        self.nothing_ahead = False  # the last claim for jobs to hold found none
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -238,15 +244,19 @@ class Pilot:
                 while True:
                     if self.stopped.is_set() or not self.claiming:
                         return  # the reporter sends what is left
-                    free = self.cfg.slots + self.cfg.prefetch - self._running()
-                    if free > 0 or self.reports:
+                    idle_slots = self.cfg.slots - self._running()
+                    free = idle_slots + self._ahead()
+                    # Wait on the server only for a slot that is idle; jobs to hold ahead are
+                    # taken only if there are some now (a parked claim could wake much later,
+                    # when holding a job no longer pays).
+                    if self.reports or idle_slots > 0 or (free > 0 and not self.nothing_ahead):
                         break
                     self.changed.wait()
                 reports, self.reports = self.reports, []
                 if self._running():
                     self.last_busy = time.monotonic()
                 idle_for = time.monotonic() - self.last_busy
-                wait = CLAIM_WAIT_S if free > 0 else 0.0
+                wait = CLAIM_WAIT_S if idle_slots > 0 else 0.0
                 self.claim_in_flight = wait > 0  # it may be parked on the server
                 self.claim_sent = time.monotonic()
             if self.cfg.idle_exit_s is not None and wait > 0:
@@ -274,6 +284,7 @@ class Pilot:
             self._acked(reports, resp["acks"])
             with self.changed:
                 self.claim_in_flight = False
+                self.nothing_ahead = not resp["jobs"] and idle_slots <= 0
                 for job in resp["jobs"]:
                     task = Task(job, self.workdir / "jobs" / f"{job['id']}-{job['attempt']}")
                     self.tasks[task.key] = task
@@ -285,6 +296,25 @@ class Pilot:
                 for job in resp["jobs"]:
                     self.kill(job["id"], job["attempt"], "drain")
             self._dispatch()
+
+    def _ahead(self) -> int:
+        """How many jobs to hold beyond free slots now (call with the lock held).
+
+        Prefetch pays off only for short jobs, where a claim round trip is a large part of
+        a job's life; with long ones a held job would wait while another pilot idles.  So
+        hold jobs only while recent jobs were short and nothing running has become long.
+        """
+        limit = self.cfg.prefetch_below_s
+        if not self.cfg.prefetch or self.job_seconds is None or self.job_seconds > limit:
+            return 0
+        now = time.monotonic()
+        if any(
+            t.started is not None and now - t.started > limit
+            for t in self.tasks.values()
+            if t.state == "running"
+        ):
+            return 0
+        return self.cfg.prefetch
 
     def _dispatch(self) -> None:
         """Start waiting tasks, in claim order, while this machine has room for them."""
@@ -301,6 +331,7 @@ class Pilot:
                     break  # it gets the machine when what runs now is done
                 self.waiting.popleft()
                 task.state = "running"
+                task.started = time.monotonic()
                 if task.job.get("walltime_s"):
                     task.deadline = time.monotonic() + float(task.job["walltime_s"])
                 running.append(task)
@@ -437,6 +468,11 @@ class Pilot:
                 if t.deadline is not None and now > t.deadline:
                     log.info("walltime exceeded job=%s", t.job["id"])
                     self.kill(t.job["id"], t.job["attempt"], "walltime")
+            with self.lock:
+                held_too_long = [t.key for t in self.waiting if now - t.claimed > self.cfg.hold_s]
+            for job_id, attempt in held_too_long:  # another pilot may be idle: give it back
+                log.info("handing back job=%s: held for %gs", job_id, self.cfg.hold_s)
+                self.kill(job_id, attempt, "held too long on a busy pilot")
             self._ship_logs([t for t in running if t.log is not None])
 
     def _ship_logs(self, tasks: list[Task]) -> None:
@@ -478,7 +514,13 @@ class Pilot:
         report = self._report_for(task, outcome)
         with self.changed:
             task.state = "done"
+            self.nothing_ahead = False
             self.reports.append(report)
+            if task.started is not None and task.kill_reason is None:
+                took = time.monotonic() - task.started
+                self.job_seconds = (
+                    took if self.job_seconds is None else 0.8 * self.job_seconds + 0.2 * took
+                )
             self.changed.notify_all()
         self._dispatch()
         shutil.rmtree(task.dir, ignore_errors=True)
