@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -85,6 +86,24 @@ class Task:
         return (self.job["id"], self.job["attempt"])
 
 
+class _Exit(threading.Event):
+    """An event that also wakes a ``select()`` on its pipe (so signals and threads both can)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self.pipe = (r, w)
+
+    def set(self) -> None:
+        super().set()
+        try:
+            os.write(self.pipe[1], b"\0")
+        except BlockingIOError:
+            pass  # a wake-up is already pending
+
+
 class Pilot:
     def __init__(self, cfg: PilotConfig) -> None:
         self.cfg = cfg
@@ -114,7 +133,8 @@ class Pilot:
         self.draining = False
         self.drain_deadline = 0.0
         self.stopped = threading.Event()  # background threads end
-        self.exit = threading.Event()  # the main thread should wind down
+        self.exit = _Exit()  # the main thread should wind down
+        self._wake_r, self._wake_w = self.exit.pipe
         self.heartbeat_interval = 10.0
         self.failure: str | None = None  # why the pilot gave up, if it did
         self.job_seconds: float | None = None  # moving average of recent jobs' run time
@@ -146,6 +166,9 @@ class Pilot:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            # A signal may land on any thread; Python runs handlers on the main thread, which
+            # sleeps in select() on this pipe, so the C-level handler's write wakes it.
+            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         threads = [
             threading.Thread(target=self._guard(self._claim_loop), name="claimer", daemon=True),
             threading.Thread(target=self._guard(self._report_loop), name="reporter", daemon=True),
@@ -156,8 +179,13 @@ class Pilot:
         ]
         for t in threads:
             t.start()
-        while not self.exit.wait(3600):
-            pass
+        while not self.exit.is_set():
+            select.select([self._wake_r], [], [])
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
         self._shutdown()
         return 0 if self.failure is None else 2
 

@@ -71,15 +71,20 @@ class Ack(StrEnum):
 
 _B = sa.bindparam
 
+# What ``Endings.end`` needs to know of a job.
+JOB_FOR_ENDING = (
+    jobs.c.id,
+    jobs.c.state,
+    jobs.c.attempts,
+    jobs.c.failures,
+    jobs.c.max_attempts,
+    jobs.c.queue,
+)
+
 # Prepared once: the hot path (one report per finished job) builds no SQL expressions.
 _REPORTED = (
     sa.select(
-        jobs.c.id,
-        jobs.c.state,
-        jobs.c.attempts,
-        jobs.c.failures,
-        jobs.c.max_attempts,
-        jobs.c.queue,
+        *JOB_FOR_ENDING,
         attempts.c.number,
         attempts.c.state.label("attempt_state"),
         attempts.c.pilot_id.label("attempt_pilot"),

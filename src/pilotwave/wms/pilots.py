@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pilotwave.store.schema import attempts, jobs, pilots
-from pilotwave.wms.attempts import Endings
+from pilotwave.wms.attempts import JOB_FOR_ENDING, Endings
 from pilotwave.wms.errors import Forbidden, NotFound
 from pilotwave.wms.events import event, record
 from pilotwave.wms.jobs import ensure_queues
@@ -273,17 +273,7 @@ def _lose_attempts(
 
 
 _RUNNING_ON = (
-    sa.select(
-        attempts.c.number,
-        attempts.c.claim_seq,
-        attempts.c.started_at,
-        jobs.c.id,
-        jobs.c.state,
-        jobs.c.attempts,
-        jobs.c.failures,
-        jobs.c.max_attempts,
-        jobs.c.queue,
-    )
+    sa.select(attempts.c.number, attempts.c.claim_seq, attempts.c.started_at, *JOB_FOR_ENDING)
     .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
     .where(attempts.c.pilot_id == sa.bindparam("pid"), attempts.c.state == AttemptState.RUNNING)
     .order_by(jobs.c.id)
