@@ -110,6 +110,16 @@ def test_pilot_token_is_scoped_to_its_queues(api: Api) -> None:
     assert r.status_code == 403 and r.json()["field"] == "queues"
 
 
+def test_pilots_can_be_listed_by_state(api: Api) -> None:
+    tok = api.token("ops", role="pilot", queues=["default"])
+    pid = api.pilot(tok)
+    assert [
+        p["id"] for p in api.get("/api/v1/pilots", params={"state": "active"}).json()["pilots"]
+    ] == [pid]
+    assert api.get("/api/v1/pilots", params={"state": "lost"}).json()["pilots"] == []
+    assert api.get("/api/v1/pilots", params={"state": "asleep"}).status_code == 422
+
+
 def test_a_pilot_can_only_act_for_itself(api: Api) -> None:
     tok1 = api.token("ops", role="pilot", queues=["default"])
     tok2 = api.token("ops", role="pilot", queues=["default"])
@@ -351,6 +361,11 @@ def test_health_metrics_and_openapi_are_published(api: Api) -> None:
     metrics = api.c.get("/metrics").text
     assert 'pilotwave_jobs{queue="default",state="queued"} 1.0' in metrics
     assert "pilotwave_jobs_submitted_total" in metrics
+    pid = api.pilot(api.token("ops", role="pilot", queues=["default"]))
+    api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 1})
+    metrics = api.c.get("/metrics").text
+    assert "pilotwave_queue_wait_seconds_count 1.0" in metrics
+    assert "pilotwave_jobs_claimed_total 1.0" in metrics
     paths = api.c.get("/openapi.json").json()["paths"]
     assert "/api/v1/pilots/{pilot_id}/claim" in paths
 

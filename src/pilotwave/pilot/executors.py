@@ -79,7 +79,6 @@ class Worker:
         child.close()
         self.conn = Connection(os.dup(parent.fileno()))
         parent.close()
-        self.jobs_run = 0
 
     def log_size(self) -> int:
         try:
@@ -103,7 +102,6 @@ class Worker:
                 exit_code=code,
                 killed=code == -signal.SIGKILL,
             )
-        self.jobs_run += 1
         return Outcome(
             ok=reply["ok"],
             result=reply.get("result"),

@@ -40,6 +40,7 @@ _CANDIDATE = [
     jobs.c.sandbox,
     jobs.c.walltime_s,
     jobs.c.isolate,
+    jobs.c.created_at,
 ]
 
 
@@ -108,6 +109,7 @@ class Claimed:
     gpus: tuple[int, ...]
     walltime_s: float | None
     isolate: bool
+    waited_s: float  # since it was submitted
 
 
 def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int]:
@@ -309,6 +311,7 @@ def _start(
             gpus=g,
             walltime_s=r.walltime_s,
             isolate=r.isolate,
+            waited_s=now - r.created_at,
         )
         for (d, g), n in zip(picked, numbers, strict=True)
     ]

@@ -157,24 +157,19 @@ def finished(
 ) -> dict[int, dict[str, Any]]:
     """Those of ``ids`` that are final, with state, result and error (unknown ids raise)."""
     out: dict[int, dict[str, Any]] = {}
-    seen = 0
+    known: set[int] = set()
     for chunk in _chunks(ids, 900):
         rows = conn.execute(
             sa.select(jobs.c.id, jobs.c.state, jobs.c.result, jobs.c.error).where(
                 jobs.c.id.in_(chunk), _visible(owner_id)
             )
         ).all()
-        seen += len(rows)
+        known.update(r.id for r in rows)
         for r in rows:
             if r.state in FINAL_JOB_STATES:
                 out[r.id] = {"state": r.state, "result": r.result, "error": r.error}
-    if seen != len(set(ids)):
-        known = set()
-        for chunk in _chunks(ids, 900):
-            known |= set(
-                conn.scalars(sa.select(jobs.c.id).where(jobs.c.id.in_(chunk), _visible(owner_id)))
-            )
-        missing = sorted(set(ids) - known)
+    missing = sorted(set(ids) - known)
+    if missing:
         raise NotFound(
             f"no job {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from pilotwave.server.auth import Principal, Role
 from pilotwave.server.core import JSON, ApiError, Core, CoreDep, PrincipalDep, now, require
@@ -15,7 +15,7 @@ from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import claims as wms_claims
 from pilotwave.wms import pilots as wms_pilots
 from pilotwave.wms.attempts import Ack, Artifact, LogChunk, Report
-from pilotwave.wms.states import AttemptState
+from pilotwave.wms.states import AttemptState, PilotState
 from pilotwave.wms.wakeups import command_topic, pilot_topic, queue_topic
 
 router = APIRouter(prefix="/api/v1", tags=["pilots"])
@@ -59,8 +59,10 @@ async def register(body: PilotIn, core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.get("/pilots", response_class=JSON)
-async def list_pilots(core: CoreDep, who: PrincipalDep, state: list[str] | None = None) -> Any:
-    return JSON({"pilots": await core.read(lambda conn: wms_pilots.list_pilots(conn, state or ()))})
+async def list_pilots(
+    core: CoreDep, who: PrincipalDep, state: list[PilotState] = Query(default=[])
+) -> Any:
+    return JSON({"pilots": await core.read(lambda conn: wms_pilots.list_pilots(conn, state))})
 
 
 def _report(r: ReportIn, max_result: int) -> Report:
@@ -154,6 +156,8 @@ async def claim(
     claimed = got if isinstance(got, list) else []
     if claimed:
         core.metrics.claimed.inc(len(claimed))
+        for c in claimed:
+            core.metrics.queue_wait.observe(c.waited_s)
     return JSON({"jobs": [asdict(c) for c in claimed], "acks": acks})
 
 
