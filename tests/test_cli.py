@@ -64,9 +64,9 @@ def test_jobs_job_and_logs_read_commands(cluster: Any) -> None:
 
 def test_cancel_command(cluster: Any, tmp_path: Path) -> None:
     fut = jb.sleep_forever.submit(str(tmp_path / "pid"))
-    r = cli("cancel", str(fut.id), home=cluster.home)
+    r = cli("cancel", "--jobs", str(fut.id), home=cluster.home)
     assert r.returncode == 0 and "cancelled 1" in r.stdout
-    assert cli("cancel", str(fut.id), home=cluster.home).stdout.startswith("cancelled 0")
+    assert cli("cancel", "--jobs", str(fut.id), home=cluster.home).stdout.startswith("cancelled 0")
 
 
 def test_admin_creates_users_whose_tokens_see_only_their_jobs(cluster: Any) -> None:
@@ -111,3 +111,92 @@ def test_up_detach_and_down(tmp_path: Path) -> None:
     assert out.returncode == 0 and "from up" in out.stdout
     assert cli("down", home=home).returncode == 0
     assert cli("down", home=home).returncode == 1
+
+
+TESTS = Path(__file__).parent
+
+
+def test_submit_a_workflow_and_wait_for_it(cluster: Any) -> None:
+    r = cli(
+        "submit",
+        "workflows_basic:diamond",
+        "--arg",
+        "x=3",
+        "--wait",
+        "--json",
+        home=cluster.home,
+        cwd=TESTS,
+    )
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["state"] == "succeeded" and info["result"] == {"d": 28, "seeded": True}
+    assert info["counts"] == {"succeeded": 5}
+    plain = cli(
+        "submit",
+        "workflows_basic.py:loop",
+        "-a",
+        "target=5",
+        "--wait",
+        home=cluster.home,
+        cwd=TESTS,
+    )
+    assert plain.returncode == 0 and '"value": 8' in plain.stdout
+    listed = json.loads(cli("workflows", "--json", home=cluster.home).stdout)
+    assert [w["name"] for w in listed][:2] == ["loop", "diamond"]
+    status = json.loads(
+        cli("status", str(info["id"]), "--json", "--events", home=cluster.home).stdout
+    )
+    assert {"id", "name", "state", "counts", "jobs", "children", "events"} <= set(status)
+    assert any(e["to_state"] == "succeeded" for e in status["events"])
+    tree = cli("status", str(info["id"]), home=cluster.home).stdout
+    assert "workflow" in tree and "double" in tree and "succeeded" in tree
+
+
+def test_workflow_operations_from_the_command_line(cluster: Any, tmp_path: Path) -> None:
+    log, data = tmp_path / "runs.log", tmp_path / "input.txt"
+    r = cli(
+        "submit",
+        "workflows_basic:fixable",
+        "--arg",
+        f"log={log}",
+        "--arg",
+        f"path={data}",
+        "--wait",
+        home=cluster.home,
+        cwd=TESTS,
+    )
+    assert r.returncode == 1 and "is missing" in r.stderr
+    wid = json.loads(cli("workflows", "--json", home=cluster.home).stdout)[0]["id"]
+    data.write_text("1")
+    assert "reset" in cli("retry", str(wid), home=cluster.home).stdout
+    slow = cli(
+        "submit",
+        "workflows_basic:sleepers",
+        "-a",
+        "n=2",
+        "-a",
+        "seconds=60",
+        "--json",
+        home=cluster.home,
+        cwd=TESTS,
+    )
+    sid = json.loads(slow.stdout)["id"]
+    assert "suspended" in cli("suspend", str(sid), home=cluster.home).stdout
+    assert "running" in cli("resume", str(sid), home=cluster.home).stdout
+    assert "cancelled" in cli("cancel", str(sid), home=cluster.home).stdout
+    gone = cli("status", "99999", home=cluster.home)
+    assert gone.returncode == 2 and "no workflow 99999" in gone.stderr
+
+
+def test_submit_refuses_what_is_not_a_workflow(cluster: Any) -> None:
+    for target, message in [
+        ("workflows_basic", "MODULE:WORKFLOW"),
+        ("workflows_basic:double", "not a @pw.workflow"),
+        ("no_such_module:flow", "cannot import"),
+        ("workflows_basic:diamond --arg", "NAME=VALUE"),
+    ]:
+        argv = target.split()
+        if argv[-1] == "--arg":
+            argv.append("oops")
+        r = cli("submit", *argv, home=cluster.home, cwd=TESTS)
+        assert r.returncode == 2 and message in r.stderr, (target, r.stderr)

@@ -9,9 +9,12 @@ from pilotwave.wms.retry import AttemptEnd, RetryPolicy, after_attempt
 from pilotwave.wms.states import AttemptState, IllegalTransition, JobState, check_transition
 
 
-def test_final_states_cannot_move() -> None:
+def test_final_states_move_only_by_a_workflow_retry() -> None:
     for final in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
         for target in JobState:
+            if final is not JobState.SUCCEEDED and target in (JobState.QUEUED, JobState.PENDING):
+                assert "retried" in check_transition(final, target)
+                continue
             with pytest.raises(IllegalTransition):
                 check_transition(final, target)
 

@@ -16,19 +16,24 @@ __version__ = "0.1.0"
 
 from pilotwave.sdk.client import Client, connect
 from pilotwave.sdk.context import outputs
+from pilotwave.sdk.driver import seed
 from pilotwave.sdk.errors import (
     ApiError,
     ConfigError,
     JobCancelled,
     JobFailed,
+    NonDeterminismError,
     NotFound,
     PilotwaveError,
     ResultError,
     SandboxError,
     ServerUnreachable,
+    WorkflowCancelled,
+    WorkflowFailed,
 )
 from pilotwave.sdk.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, as_completed, wait
 from pilotwave.sdk.jobs import JobFunction, job, shell
+from pilotwave.sdk.workflows import Run, WorkflowFunction, workflow
 
 __all__ = [
     "ALL_COMPLETED",
@@ -40,16 +45,23 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobFunction",
+    "NonDeterminismError",
     "NotFound",
     "PilotwaveError",
     "ResultError",
+    "Run",
     "SandboxError",
     "ServerUnreachable",
+    "WorkflowCancelled",
+    "WorkflowFailed",
+    "WorkflowFunction",
     "__version__",
     "as_completed",
     "connect",
     "job",
     "outputs",
+    "seed",
     "shell",
     "wait",
+    "workflow",
 ]

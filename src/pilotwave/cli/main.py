@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -14,9 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pilotwave.cli import workflows as workflow_commands
+from pilotwave.cli.common import (
+    STATE_STYLE,
+    HomeOpt,
+    JsonOpt,
+    _client,
+    _duration,
+    _print_json,
+    _when,
+    err,
+    out,
+)
 from pilotwave.sdk import config
 from pilotwave.sdk.errors import PilotwaveError
 
@@ -33,15 +43,6 @@ admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(token_app, name="token")
 app.add_typer(admin_app, name="admin")
 
-out = Console()
-err = Console(stderr=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="State directory (default: $PILOTWAVE_HOME or ~/.pilotwave)."),
-]
-
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
@@ -56,39 +57,6 @@ def _home(home: Path | None) -> Path:
     if home is not None:
         os.environ["PILOTWAVE_HOME"] = str(home)
     return config.home()
-
-
-def _client() -> Any:
-    from pilotwave.sdk.client import Client
-
-    return Client(retry_for_s=3.0)  # a person is waiting: say so quickly if the server is down
-
-
-def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str))
-
-
-def _when(ts: float | None) -> str:
-    if not ts:
-        return ""
-    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
-
-
-def _duration(start: float | None, end: float | None) -> str:
-    if not start:
-        return ""
-    secs = (end or time.time()) - start
-    return f"{secs:.1f}s" if secs < 120 else f"{secs / 60:.1f}m"
-
-
-STATE_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "yellow",
-    "running": "cyan",
-    "queued": "",
-    "pending": "dim",
-}
 
 
 # -- servers and pilots -----------------------------------------------------------------
@@ -151,6 +119,12 @@ def pilot(
             "(hides the claim round trip); a job held over 2 s is handed back. 0: never."
         ),
     ] = 16,
+    driver_slots: Annotated[
+        int,
+        typer.Option(
+            help="Workflow drivers run at once, in slots of their own (they never take a job slot)."
+        ),
+    ] = 4,
     cores: Annotated[int, typer.Option(help="Cores offered (default: detected).")] = 0,
     memory_mb: Annotated[int, typer.Option(help="Memory offered in MB (default: detected).")] = 0,
     gpu: Annotated[
@@ -198,6 +172,7 @@ def pilot(
         memory_mb=memory_mb or resources.memory_mb(),
         slots=slots or n_cores,
         prefetch=prefetch,
+        driver_slots=driver_slots,
         gpus=gpus,
         idle_exit_s=idle_exit or None,
         drain_timeout_s=drain_timeout,
@@ -419,16 +394,6 @@ def logs(
 
 
 @app.command()
-def cancel(job_ids: list[int]) -> None:
-    """Cancel jobs (running ones are killed on their pilots)."""
-    done = _client().cancel(job_ids)
-    out.print(
-        f"cancelled {len(done)} job(s)"
-        + (f": {', '.join(map(str, done))}" if done else " (all were finished)")
-    )
-
-
-@app.command()
 def pilots(as_json: JsonOpt = False) -> None:
     """List pilots and their resources."""
     rows = _client().pilots()
@@ -532,6 +497,10 @@ def token_revoke(token_id: int) -> None:
     """Revoke a token (takes effect within seconds)."""
     _client().revoke_token(token_id)
     out.print(f"token {token_id} revoked")
+
+
+for _command in workflow_commands.COMMANDS:
+    app.command()(_command)
 
 
 def main() -> None:

@@ -60,6 +60,7 @@ class PilotConfig:
     labels: list[str] = field(default_factory=list)
     gpus: list[GpuInfo] = field(default_factory=list)
     prefetch: int = 16
+    driver_slots: int = 4
     prefetch_below_s: float = 0.5
     hold_s: float = 2.0
     idle_exit_s: float | None = None
@@ -84,6 +85,10 @@ class Task:
     @property
     def key(self) -> tuple[int, int]:
         return (self.job["id"], self.job["attempt"])
+
+    @property
+    def driver(self) -> bool:
+        return bool(self.job["kind"] == "driver")
 
 
 class _Exit(threading.Event):
@@ -118,7 +123,9 @@ class Pilot:
         )
         self.sandboxes = SandboxCache(cache, self.api.blob)
         self.pool = WorkerPool(self.workdir, max_idle=cfg.slots)
-        self.runners = ThreadPoolExecutor(max_workers=cfg.slots, thread_name_prefix="runner")
+        self.runners = ThreadPoolExecutor(
+            max_workers=cfg.slots + cfg.driver_slots, thread_name_prefix="runner"
+        )
         self.waiting: deque[Task] = deque()  # claimed, waiting for local resources (prefetch)
 
         self.lock = threading.Lock()
@@ -153,6 +160,7 @@ class Pilot:
             "gpus": [g.as_json() for g in self.cfg.gpus],
             "slots": self.cfg.slots,
             "prefetch": self.cfg.prefetch,
+            "driver_slots": self.cfg.driver_slots,
             "version": pilotwave.__version__,
         }
         reg = self.api.register(info)
@@ -263,6 +271,9 @@ class Pilot:
     def _running(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state != "done")
 
+    def _running_drivers(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.state != "done" and t.driver)
+
     # -- claiming --------------------------------------------------------------------
 
     def _claim_loop(self) -> None:
@@ -272,19 +283,30 @@ class Pilot:
                 while True:
                     if self.stopped.is_set() or not self.claiming:
                         return  # the reporter sends what is left
-                    idle_slots = self.cfg.slots - self._running()
+                    drivers = self._running_drivers()
+                    idle_slots = self.cfg.slots - (self._running() - drivers)
+                    idle_drivers = self.cfg.driver_slots - drivers
                     free = idle_slots + self._ahead()
                     # Wait on the server only for a slot that is idle; jobs to hold ahead are
                     # taken only if there are some now (a parked claim could wake much later,
                     # when holding a job no longer pays).
-                    if self.reports or idle_slots > 0 or (free > 0 and not self.nothing_ahead):
+                    hold_ahead = free > 0 and not self.nothing_ahead
+                    if self.reports or idle_slots > 0 or idle_drivers > 0 or hold_ahead:
                         break
                     self.changed.wait()
                 reports, self.reports = self.reports, []
                 if self._running():
                     self.last_busy = time.monotonic()
                 idle_for = time.monotonic() - self.last_busy
-                wait = CLAIM_WAIT_S if idle_slots > 0 else 0.0
+                prefetch = True
+                if idle_slots > 0:
+                    wait = CLAIM_WAIT_S
+                elif hold_ahead or not idle_drivers:
+                    wait = 0.0
+                else:
+                    # Parked for drivers only: compute jobs only for slots the server sees free
+                    # when it wakes this claim (a finished job's report frees one).
+                    wait, free, prefetch = CLAIM_WAIT_S, self.cfg.slots, False
                 self.claim_in_flight = wait > 0  # it may be parked on the server
                 self.claim_sent = time.monotonic()
             if self.cfg.idle_exit_s is not None and wait > 0:
@@ -299,7 +321,7 @@ class Pilot:
                         return
                 wait = max(0.0, min(wait, left))
             try:
-                resp = self.api.claim(free, wait, reports)
+                resp = self.api.claim(free, wait, reports, max(0, idle_drivers), prefetch)
             except PilotwaveError as exc:
                 with self.changed:
                     self.reports = reports + self.reports
@@ -313,13 +335,20 @@ class Pilot:
             with self.changed:
                 self.claim_in_flight = False
                 self.nothing_ahead = not resp["jobs"] and idle_slots <= 0
+                drivers_now = []
                 for job in resp["jobs"]:
                     task = Task(job, self.workdir / "jobs" / f"{job['id']}-{job['attempt']}")
                     self.tasks[task.key] = task
-                    self.waiting.append(task)
+                    if task.driver:  # drivers have their own slots: they start at once
+                        task.state, task.started = "running", time.monotonic()
+                        drivers_now.append(task)
+                    else:
+                        self.waiting.append(task)
                     self.last_claim_seq = max(self.last_claim_seq, int(job["claim_seq"]))
                 if resp["jobs"]:
                     self.last_busy = time.monotonic()
+            for task in drivers_now:
+                self.runners.submit(self._run_task, task)
             if not self.claiming:
                 for job in resp["jobs"]:
                     self.kill(job["id"], job["attempt"], "drain")
@@ -339,7 +368,7 @@ class Pilot:
         if any(
             t.started is not None and now - t.started > limit
             for t in self.tasks.values()
-            if t.state == "running"
+            if t.state == "running" and not t.driver
         ):
             return 0
         return self.cfg.prefetch
@@ -347,7 +376,9 @@ class Pilot:
     def _dispatch(self) -> None:
         """Start waiting tasks, in claim order, while this machine has room for them."""
         with self.lock:
-            running = [t for t in self.tasks.values() if t.state in ("running", "killing")]
+            running = [
+                t for t in self.tasks.values() if t.state in ("running", "killing") and not t.driver
+            ]
             cores = self.cfg.cores - sum(t.job["cores"] for t in running)
             memory = self.cfg.memory_mb - sum(t.job["memory_mb"] for t in running)
             slots = self.cfg.slots - len(running)
@@ -544,7 +575,7 @@ class Pilot:
             task.state = "done"
             self.nothing_ahead = False
             self.reports.append(report)
-            if task.started is not None and task.kill_reason is None:
+            if task.started is not None and task.kill_reason is None and not task.driver:
                 took = time.monotonic() - task.started
                 self.job_seconds = (
                     took if self.job_seconds is None else 0.8 * self.job_seconds + 0.2 * took
@@ -579,7 +610,9 @@ class Pilot:
                 if task.kill_reason:
                     run.kill()
             return run.wait()
-        key = (str(box), tuple(job["gpus"]))
+        if box is not None:
+            env["PILOTWAVE_SANDBOX_SHA"] = job["sandbox"]
+        key = (job["kind"], str(box), tuple(job["gpus"]))
         worker = self.pool.acquire(key, box, env, fresh=bool(job["isolate"]))
         with self.lock:
             task.execution = worker
@@ -596,7 +629,15 @@ class Pilot:
             "kwargs": spec["kwargs"],
             "outputs": str(outputs),
             "max_result_bytes": MAX_RESULT_BYTES,
+            "decode": "$pw_function" in job["spec"],
         }
+        if job["kind"] == "driver":
+            msg["driver"] = {
+                "workflow_id": spec["workflow_id"],
+                "seed": spec["seed"],
+                "server": self.cfg.server,
+                "token": job["token"],
+            }
         outcome = worker.run(msg)
         self.pool.release(
             worker, reusable=not job["isolate"] and task.kill_reason is None and not outcome.killed

@@ -21,8 +21,21 @@ class PilotApi:
     def _p(self, what: str) -> str:
         return f"/api/v1/pilots/{self.pilot_id}/{what}"
 
-    def claim(self, max_jobs: int, wait_s: float, reports: list[dict[str, Any]]) -> dict[str, Any]:
-        body = {"max_jobs": max_jobs, "wait_s": wait_s, "reports": reports}
+    def claim(
+        self,
+        max_jobs: int,
+        wait_s: float,
+        reports: list[dict[str, Any]],
+        max_drivers: int = 0,
+        prefetch: bool = True,
+    ) -> dict[str, Any]:
+        body = {
+            "max_jobs": max_jobs,
+            "max_drivers": max_drivers,
+            "prefetch": prefetch,
+            "wait_s": wait_s,
+            "reports": reports,
+        }
         return self.http.post(self._p("claim"), body, wait_s=wait_s)
 
     def report(self, reports: list[dict[str, Any]]) -> list[str]:

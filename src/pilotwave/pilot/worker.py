@@ -51,6 +51,12 @@ def _json_default(obj: Any) -> Any:
 
 def resolve(ref: dict[str, Any]) -> Any:
     """Import the function a job names: ``module:qualname``, or a script path for ``__main__``."""
+    obj = resolve_object(ref)
+    return getattr(obj, "fn", obj)  # a @pw.job or @pw.workflow wrapper: call the plain function
+
+
+def resolve_object(ref: dict[str, Any]) -> Any:
+    """The object a reference names, as defined (a decorated function stays decorated)."""
     if ref.get("module"):
         obj: Any = importlib.import_module(ref["module"])
     else:
@@ -62,11 +68,12 @@ def resolve(ref: dict[str, Any]) -> Any:
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot load {path}")
             obj = importlib.util.module_from_spec(spec)
+            obj.__pw_ref_path__ = ref["path"]  # so its functions can be referenced again
             sys.modules[name] = obj
             spec.loader.exec_module(obj)
     for part in ref["qualname"].split("."):
         obj = getattr(obj, part)
-    return getattr(obj, "fn", obj)  # a @pw.job wrapper: call the plain function
+    return obj
 
 
 def run_job(msg: dict[str, Any]) -> dict[str, Any]:
@@ -88,14 +95,30 @@ def run_job(msg: dict[str, Any]) -> dict[str, Any]:
                 "error": f"cannot import the job function {msg['function']}:\n{tb}",
                 "retryable": True,
             }
+        driver = msg.get("driver")
         try:
-            value = fn(*msg["args"], **msg["kwargs"])
+            args, kwargs = msg["args"], msg["kwargs"]
+            if msg.get("decode"):
+                from pilotwave.sdk.args import decode
+
+                args, kwargs = decode(args), decode(kwargs)
+            if driver is not None:
+                from pilotwave.sdk.driver import run_driver
+
+                value = run_driver(fn, kwargs, driver)
+            else:
+                value = fn(*args, **kwargs)
         except (
             BaseException
-        ):  # SystemExit and KeyboardInterrupt in user code fail the job, not the worker
+        ) as exc:  # SystemExit and KeyboardInterrupt in user code fail the job, not the worker
             tb = traceback.format_exc()
             sys.stderr.write(tb)
-            return {"ok": False, "error": tb, "retryable": True}
+            retryable = True
+            if driver is not None:
+                from pilotwave.sdk.driver import driver_may_retry
+
+                retryable = driver_may_retry(exc)
+            return {"ok": False, "error": tb, "retryable": retryable}
         try:
             text = json.dumps(value, default=_json_default)
         except (TypeError, ValueError) as exc:

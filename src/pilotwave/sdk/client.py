@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -40,6 +41,10 @@ class Client:
     def sandbox_for(self, root: Path) -> str:
         """Pack ``root`` and upload it unless the server has it; cached while the tree is unchanged."""
         root = root.resolve()
+        # A driver on a pilot submitting functions from its own sandbox: same tree, same hash.
+        own, sha = os.environ.get("PILOTWAVE_SANDBOX"), os.environ.get("PILOTWAVE_SANDBOX_SHA")
+        if own and sha and Path(own).resolve() == root:
+            return sha
         with self._lock:
             sig = sandbox.signature(root)
             cached = self._sandboxes.get(root)
@@ -134,6 +139,36 @@ class Client:
             path.write_bytes(self.artifact(job_id, a["name"]))
             written.append(path)
         return written
+
+    # -- workflows -------------------------------------------------------------------
+
+    def submit_workflow(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Start a workflow from a REST body; returns ``{"id", "driver_job_id"}``."""
+        return self.http.post("/api/v1/workflows", body)
+
+    def workflow(self, workflow_id: int) -> dict[str, Any]:
+        """Status: state, counts over the whole tree, jobs and nested workflows."""
+        return self.http.get(f"/api/v1/workflows/{workflow_id}")
+
+    def workflows(
+        self, *, state: Iterable[str] = (), nested: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params = {"state": list(state), "nested": nested, "limit": limit}
+        return self.http.get("/api/v1/workflows", params=params)["workflows"]
+
+    def workflow_events(self, workflow_id: int) -> list[dict[str, Any]]:
+        return self.http.get(f"/api/v1/workflows/{workflow_id}/events")["events"]
+
+    def workflow_op(self, workflow_id: int, op: str) -> dict[str, Any]:
+        """``cancel``, ``suspend``, ``resume`` or ``retry``."""
+        return self.http.post(f"/api/v1/workflows/{workflow_id}/{op}", {})
+
+    def command_log(self, workflow_id: int) -> dict[str, Any]:
+        return self.http.get(f"/api/v1/workflows/{workflow_id}/commands")
+
+    def record_commands(self, workflow_id: int, cmds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        body = {"commands": cmds}
+        return self.http.post(f"/api/v1/workflows/{workflow_id}/commands", body)["outcomes"]
 
     # -- pilots, users, tokens -------------------------------------------------------
 

@@ -67,6 +67,40 @@ class JobCancelled(PilotwaveError):
         self.job_id = job_id
 
 
+class WorkflowFailed(JobFailed):
+    """A workflow failed: its driver raised (often because a job it waited on failed)."""
+
+    def __init__(self, workflow_id: int, job_id: int, error: str | None, name: str = "") -> None:
+        PilotwaveError.__init__(
+            self,
+            f"workflow {workflow_id}"
+            + (f" ({name})" if name else "")
+            + f" failed:\n{error or 'no error recorded'}",
+        )
+        self.workflow_id = workflow_id
+        self.job_id = job_id
+        self.error = error
+
+
+class WorkflowCancelled(JobCancelled):
+    """The workflow was cancelled before it finished."""
+
+    def __init__(self, workflow_id: int, job_id: int, reason: str | None = None) -> None:
+        PilotwaveError.__init__(
+            self, f"workflow {workflow_id} was cancelled" + (f": {reason}" if reason else "")
+        )
+        self.workflow_id = workflow_id
+        self.job_id = job_id
+
+
+class NonDeterminismError(PilotwaveError):
+    """A replayed workflow made a different call than the one recorded at the same step.
+
+    Workflows must make the same calls given the same inputs and results; draw random
+    numbers from ``pw.seed()`` and never branch on the clock or on files that change.
+    """
+
+
 class SandboxError(PilotwaveError):
     """A source directory that cannot be packed, or an archive that must not be unpacked."""
 

@@ -6,11 +6,16 @@ import contextlib
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Generator, Iterable
-from typing import Any
+from collections.abc import Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pilotwave.sdk.client import Client
 from pilotwave.sdk.errors import JobCancelled, JobFailed, ServerUnreachable
+
+if TYPE_CHECKING:
+    from pilotwave.sdk.driver import DriverContext
+
+UPSTREAM_FAILED = "upstream_failed"
 
 FINAL = ("succeeded", "failed", "cancelled")
 FIRST_COMPLETED = "FIRST_COMPLETED"
@@ -22,11 +27,36 @@ _STREAM_S = 300.0  # one streamed watch of many jobs
 class Future:
     """A submitted job.  ``result()`` waits for it; ``done()`` asks without waiting."""
 
-    def __init__(self, job_id: int, client: Client, name: str = "") -> None:
+    def __init__(
+        self,
+        job_id: int,
+        client: Client | None,
+        name: str = "",
+        *,
+        driver: DriverContext | None = None,
+        final: dict[str, Any] | None = None,
+    ) -> None:
         self.id = job_id
-        self.client = client
+        self.client: Client = client  # type: ignore[assignment]  # None only for local futures
         self.name = name
-        self._final: dict[str, Any] | None = None
+        self._driver = driver
+        self._final: dict[str, Any] | None = final
+        self.local = client is None
+
+    def _observe(self, kind: str, timeout: float | None, zero_wait: bool = False) -> None:
+        """In a driver: wait for this job as a recorded command (replayed on re-runs)."""
+        assert self._driver is not None
+        drv = self._driver
+
+        def live() -> list[int]:
+            for batch in drv.watch([self.id], 0.0 if zero_wait else timeout):
+                return list(batch)
+            return []
+
+        if self.id in drv.observe(f"{kind}({self.name})", [self.id], kind, live):
+            final = drv.final_of(self.id)
+            assert final is not None, f"job {self.id} was observed final but has no result"
+            self._final = final
 
     def __repr__(self) -> str:
         state = self._final["state"] if self._final else "pending"
@@ -43,15 +73,24 @@ class Future:
         return self._final
 
     def done(self) -> bool:
+        if self._final is None and self._driver is not None:
+            self._observe("done", 0.0, zero_wait=True)
+            return self._final is not None
         return self._refresh() is not None
 
     def state(self) -> str:
         if self._final:
             return str(self._final["state"])
+        if self._driver is not None:  # recorded, so a replay sees the same answer
+            return str(self._final["state"]) if self.done() and self._final else "unfinished"
         return str(self.client.job(self.id)["state"])
 
     def result(self, timeout: float | None = None) -> Any:
         """The job's return value; raises ``JobFailed``/``JobCancelled``, or ``TimeoutError`` after ``timeout`` s."""
+        if self._final is None and self._driver is not None:
+            self._observe("result", timeout)
+            if self._final is None:
+                raise TimeoutError(f"job {self.id} is not finished after {timeout} s")
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._final is None:
             remaining = _POLL_S if deadline is None else deadline - time.monotonic()
@@ -68,19 +107,24 @@ class Future:
         return None
 
     def cancel(self) -> bool:
+        if self.local:
+            return False
         return bool(self.client.cancel([self.id]))
 
     def logs(self) -> str:
+        if self.local:
+            return ""
         return "".join(c["data"] for c in self.client.logs(self.id))
 
 
 def _outcome(job_id: int, final: dict[str, Any], name: str) -> Any:
     state = final["state"]
+    error = final.get("error")
     if state == "succeeded":
         return final.get("result")
-    if state == "cancelled":
-        raise JobCancelled(job_id, final.get("error"))
-    raise JobFailed(job_id, final.get("error"), name)
+    if state == "cancelled" and not (error or "").startswith(UPSTREAM_FAILED):
+        raise JobCancelled(job_id, error)
+    raise JobFailed(job_id, error, name)  # failed, or never ran because a job it needed failed
 
 
 def as_completed(
@@ -92,6 +136,10 @@ def as_completed(
     job the moment it is final.
     """
     futures = list(dict.fromkeys(futures))
+    drivers = {f._driver for f in futures if f._driver is not None}
+    if drivers:
+        yield from _driver_as_completed(futures, drivers.pop(), timeout)
+        return
     deadline = None if timeout is None else time.monotonic() + timeout
     pending: dict[Client, dict[int, Future]] = defaultdict(dict)
     for f in futures:
@@ -121,6 +169,66 @@ def as_completed(
                 retry = min(retry * 2, 5.0)
 
 
+def _driver_as_completed(
+    futures: list[Future], drv: DriverContext, timeout: float | None
+) -> Generator[Future, None, None]:
+    """``as_completed`` inside a driver: each batch of finished jobs is one recorded step."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending: dict[int, Future] = {}
+    for f in futures:
+        if f._final is not None:
+            yield f
+        else:
+            pending[f.id] = f
+    stream: Iterator[dict[int, dict[str, Any]]] | None = None
+
+    def live() -> list[int]:
+        nonlocal stream
+        if stream is None:  # one watch for the whole loop, opened at the first live step
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            stream = drv.watch(list(pending), left)
+        for batch in stream:
+            return sorted(i for i in batch if i in pending)
+        return []
+
+    while pending:
+        seen = drv.observe(
+            f"as_completed({len(pending)} jobs)", list(pending), "as_completed", live
+        )
+        if not seen:
+            raise TimeoutError(
+                f"{len(pending)} of {len(futures)} jobs not finished after {timeout} s"
+            )
+        for i in seen:
+            fut = pending.pop(i)
+            fut._final = drv.final_of(i)
+            yield fut
+
+
+def _driver_wait(
+    futures: list[Future], drv: DriverContext, timeout: float | None, return_when: str
+) -> tuple[list[Future], list[Future]]:
+    done = [f for f in futures if f._final is not None]
+    pending = {f.id: f for f in futures if f._final is None}
+    if pending and not (return_when == FIRST_COMPLETED and done):
+
+        def live() -> list[int]:
+            seen: list[int] = []
+            for batch in drv.watch(list(pending), timeout):
+                seen += sorted(batch)
+                if return_when == FIRST_COMPLETED:
+                    break
+            return seen
+
+        for i in drv.observe(
+            f"wait({len(pending)} jobs)", list(pending), f"wait:{return_when}", live
+        ):
+            fut = pending.pop(i)
+            fut._final = drv.final_of(i)
+            done.append(fut)
+    return done, list(pending.values())
+
+
 def wait(
     futures: Iterable[Future],
     timeout: float | None = None,
@@ -132,6 +240,9 @@ def wait(
     ``progress`` shows a progress bar (default: on a terminal, for 10 jobs or more).
     """
     futures = list(dict.fromkeys(futures))
+    drivers = {f._driver for f in futures if f._driver is not None}
+    if drivers:
+        return _driver_wait(futures, drivers.pop(), timeout, return_when)
     if progress is None:
         progress = sys.stderr.isatty() and len(futures) >= 10
     done: list[Future] = []

@@ -6,12 +6,15 @@ import functools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from pilotwave.sdk import driver
+from pilotwave.sdk.args import encode, local_args
 from pilotwave.sdk.client import Client, default_client
-from pilotwave.sdk.futures import Future
+from pilotwave.sdk.errors import JobCancelled, JobFailed
+from pilotwave.sdk.futures import UPSTREAM_FAILED, Future
 from pilotwave.sdk.refs import FunctionRef, reference
 
 P = ParamSpec("P")
@@ -90,37 +93,83 @@ class JobFunction(Generic[P, R]):
             overrides["labels"] = tuple(overrides["labels"])
         return JobFunction(self.fn, replace(self.resources, **overrides))
 
+    def options_json(self) -> dict[str, Any]:
+        """The options, as sent when this function travels as an argument."""
+        out = asdict(self.resources)
+        out["labels"] = list(self.resources.labels)
+        return out
+
     def spec(self, args: Sequence[Any], kwargs: dict[str, Any], client: Client) -> dict[str, Any]:
         ref = self.ref
-        for i, a in enumerate(args):
+        enc = encode({"args": list(args), "kwargs": kwargs})
+        for i, a in enumerate(enc.value["args"]):
             check_json(a, f"argument {i} of {ref}")
-        for k, v in kwargs.items():
+        for k, v in enc.value["kwargs"].items():
             check_json(v, f"argument {k!r} of {ref}")
         spec = {
             "kind": "python",
             "name": self.resources.name or self.fn.__qualname__,
             "key": uuid.uuid4().hex,
             "function": ref.as_json(),
-            "args": list(args),
-            "kwargs": kwargs,
+            "args": enc.value["args"],
+            "kwargs": enc.value["kwargs"],
             **self.resources.spec(),
         }
-        if ref.root is not None:
-            spec["sandbox"] = client.sandbox_for(ref.root)
+        root = source_root(ref.root, enc.roots, str(ref))
+        if root is not None:
+            spec["sandbox"] = client.sandbox_for(root)
         return spec
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future:
-        """Run on a pilot; returns a ``Future`` at once."""
-        client = default_client()
-        (job_id,) = client.submit([self.spec(args, kwargs, client)])
-        return Future(job_id, client, self.fn.__qualname__)
+        """Run on a pilot; returns a ``Future`` at once.  Futures among the arguments are waited for."""
+        return self._submit([(args, kwargs)], "submit")[0]
 
     def map(self, *iterables: Iterable[Any]) -> list[Future]:
         """Submit one job per item (zipping several iterables, like ``map``) in one batch request."""
+        return self._submit([(items, {}) for items in zip(*iterables, strict=False)], "map")
+
+    def _submit(self, calls: list[tuple[Sequence[Any], dict[str, Any]]], how: str) -> list[Future]:
+        name = self.resources.name or self.fn.__qualname__
+        ctx = driver.current()
+        if isinstance(ctx, driver.LocalContext):
+            return [
+                _local_future(ctx, name, lambda a=a, k=k: ctx.call(self.fn, *local_args(a, k)))
+                for a, k in calls
+            ]
+        if isinstance(ctx, driver.DriverContext):
+            specs = [self.spec(a, k, ctx.client) for a, k in calls]
+            for sp in specs:
+                sp.pop("key")
+            call = f"{name}.{how}" + (f"({len(specs)} jobs)" if how == "map" else "")
+            out = ctx.submit(call, [_material(sp) for sp in specs], {"jobs": specs})
+            return [Future(i, ctx.client, name, driver=ctx) for i in out["ids"]]
         client = default_client()
-        specs = [self.spec(items, {}, client) for items in zip(*iterables, strict=False)]
-        ids = client.submit(specs)
-        return [Future(i, client, self.fn.__qualname__) for i in ids]
+        ids = client.submit([self.spec(a, k, client) for a, k in calls])
+        return [Future(i, client, name) for i in ids]
+
+
+def _material(spec: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a submission for replay: everything but its key and sandbox hash."""
+    return {k: v for k, v in spec.items() if k not in ("key", "sandbox")}
+
+
+def _local_future(ctx: driver.LocalContext, name: str, run: Any) -> Future:
+    try:
+        final = run()
+    except (JobFailed, JobCancelled) as exc:  # an argument was a future that failed
+        final = {"state": "cancelled", "result": None, "error": f"{UPSTREAM_FAILED}: {exc}"}
+    return Future(ctx.new_id(), None, name, final=final)
+
+
+def source_root(own: Path | None, passed: set[Path], what: str) -> Path | None:
+    """The source tree to ship: the function's own, or that of the functions passed to it."""
+    roots = {r for r in (own, *passed) if r is not None}
+    if len(roots) > 1:
+        raise TypeError(
+            f"{what} needs code from several source trees ({', '.join(sorted(map(str, roots)))}); "
+            "put the functions you pass along in one project directory"
+        )
+    return roots.pop() if roots else None
 
 
 @overload
@@ -177,6 +226,13 @@ def shell(
     if "labels" in resources:
         resources["labels"] = tuple(resources["labels"])
     res = Resources(**resources)
+    ctx = driver.current()
+    if isinstance(ctx, driver.LocalContext):
+        cwd = str(sandbox) if sandbox is not None else None
+        name = res.name or " ".join(argv)[:200]
+        return _local_future(ctx, name, lambda: ctx.shell(argv, dict(env or {}), cwd))
+    if isinstance(ctx, driver.DriverContext):
+        client = ctx.client
     client = client or default_client()
     spec = {
         "kind": "shell",
@@ -188,5 +244,9 @@ def shell(
     }
     if sandbox is not None:
         spec["sandbox"] = client.sandbox_for(Path(sandbox))
+    if isinstance(ctx, driver.DriverContext):
+        spec.pop("key")
+        out = ctx.submit(f"pw.shell({spec['name'][:60]})", [_material(spec)], {"jobs": [spec]})
+        return Future(out["ids"][0], client, spec["name"], driver=ctx)
     (job_id,) = client.submit([spec])
     return Future(job_id, client, spec["name"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ def _installed(root: Path) -> bool:
     )
 
 
+def _sandbox_root(file: str | None) -> Path | None:
+    box = os.environ.get("PILOTWAVE_SANDBOX")
+    if box:
+        return Path(box).resolve()
+    return Path(file).resolve().parent if file else None
+
+
 def reference(fn: Any) -> FunctionRef:
     """Locate ``fn`` for a pilot: module and qualname, plus the source tree if it is not installed."""
     qualname = getattr(fn, "__qualname__", None)
@@ -57,6 +65,9 @@ def reference(fn: Any) -> FunctionRef:
         )
     module = sys.modules.get(module_name)
     file = getattr(module, "__file__", None)
+    script = getattr(module, "__pw_ref_path__", None)
+    if script is not None:  # a script a pilot loaded from a sandbox: refer to it the same way
+        return FunctionRef(qualname, path=script, root=_sandbox_root(file))
     if file is None:
         if module_name == "__main__":
             raise TypeError(

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import pilotwave
 from pilotwave.server import auth
 from pilotwave.server.core import JSON, ApiError, Core, now
-from pilotwave.server.routes import admin, blobs, jobs, pilots
+from pilotwave.server.routes import admin, blobs, jobs, pilots, workflows
 from pilotwave.server.settings import Settings
 from pilotwave.store import migrate
 from pilotwave.store.db import Database
@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.core = core
     app.state.admin_token = admin_token
-    for r in (jobs.router, pilots.router, blobs.router, admin.router):
+    for r in (jobs.router, workflows.router, pilots.router, blobs.router, admin.router):
         app.include_router(r)
     _error_handlers(app)
 

@@ -8,6 +8,7 @@ jobs), ``pilot`` (registers pilots and runs jobs from the queues the token names
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -18,7 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pilotwave.store.schema import tokens, users
+from pilotwave.store.db import insert_ignoring_duplicates
+from pilotwave.store.schema import jobs, tokens, users
+from pilotwave.store.schema import secrets as secrets_table
 from pilotwave.wms.errors import Conflict, Invalid, NotFound
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -31,6 +34,8 @@ class Role(StrEnum):
     """Submits jobs and sees only their own."""
     PILOT = "pilot"
     """Runs jobs from the queues it is scoped to; cannot submit."""
+    DRIVER = "driver"
+    """A workflow's driver while one attempt of it runs: acts for the workflow's owner."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Principal:
     user: str
     role: Role
     queues: tuple[str, ...] = ()
+    driver: tuple[int, int] | None = None  # (driver job id, attempt) for a driver token
 
     @property
     def sees_all(self) -> bool:
@@ -54,6 +60,53 @@ class Principal:
         if self.role is Role.ADMIN:
             return True
         return self.role is Role.PILOT and ("*" in self.queues or queue in self.queues)
+
+
+DRIVER_PREFIX = "pwd_"
+_SECRET_NAME = "driver-token-key"
+
+
+def driver_secret(conn: Connection) -> bytes:
+    """The key that signs driver tokens; created once per database, shared by its servers."""
+    insert_ignoring_duplicates(
+        conn, secrets_table, [{"name": _SECRET_NAME, "value": secrets.token_hex(32)}]
+    )
+    value = conn.scalar(
+        sa.select(secrets_table.c.value).where(secrets_table.c.name == _SECRET_NAME)
+    )
+    return bytes.fromhex(str(value))
+
+
+def driver_token(key: bytes, job_id: int, attempt: int) -> str:
+    """A token for one attempt of a driver job; it stops working when the attempt ends."""
+    sig = hmac.new(key, f"{job_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:40]
+    return f"{DRIVER_PREFIX}{job_id}_{attempt}_{sig}"
+
+
+def parse_driver_token(key: bytes, token: str) -> tuple[int, int] | None:
+    try:
+        job_s, attempt_s, _sig = token[len(DRIVER_PREFIX) :].split("_")
+        job_id, attempt = int(job_s), int(attempt_s)
+    except ValueError:
+        return None
+    if not hmac.compare_digest(driver_token(key, job_id, attempt), token):
+        return None
+    return job_id, attempt
+
+
+def lookup_driver(conn: Connection, key: bytes, token: str) -> Principal | None:
+    """The principal of a driver token whose attempt is still the job's running one."""
+    parsed = parse_driver_token(key, token)
+    if parsed is None:
+        return None
+    row = conn.execute(
+        sa.select(jobs.c.owner_id, jobs.c.state, jobs.c.attempts, users.c.name)
+        .select_from(jobs.join(users, users.c.id == jobs.c.owner_id))
+        .where(jobs.c.id == parsed[0])
+    ).one_or_none()
+    if row is None or row.state != "running" or row.attempts != parsed[1]:
+        return None
+    return Principal(0, row.owner_id, row.name, Role.DRIVER, driver=parsed)
 
 
 def hash_token(token: str) -> str:

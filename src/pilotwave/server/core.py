@@ -34,6 +34,8 @@ class Core:
         self.pilots: dict[str, tuple[int, tuple[str, ...]]] = {}  # id -> (token id, queues)
         self.inline = not db.is_postgres
         self.bridge = PgBridge(db.url, self.notifier) if db.is_postgres else None
+        with db.write() as conn:
+            self.driver_key = auth.driver_secret(conn)
 
     async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
         """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected."""
@@ -106,7 +108,11 @@ async def get_principal(request: Request) -> Principal:
     core = get_core(request)
     principal = core.tokens.get(token)
     if principal is None:
-        principal = await core.read(lambda conn: auth.lookup(conn, token))
+        if token.startswith(auth.DRIVER_PREFIX):
+            key = core.driver_key
+            principal = await core.read(lambda conn: auth.lookup_driver(conn, key, token))
+        else:
+            principal = await core.read(lambda conn: auth.lookup(conn, token))
         if principal is None:
             raise ApiError(401, "unknown or revoked token")
         core.tokens.put(token, principal)

@@ -90,6 +90,41 @@ class JobIn(Strict):
         return {"argv": self.argv, "env": self.env}
 
 
+class WorkflowIn(Strict):
+    name: str = Field("", max_length=200)
+    key: str | None = Field(None, min_length=1, max_length=64, description="idempotency key")
+    function: FunctionRef
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    sandbox: Sha256 | None = None
+    queue: Name = "default"
+    labels: list[Label] = Field(default_factory=list, max_length=64)
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000)
+    seed: int | None = Field(None, ge=0, lt=1 << 62)
+    max_attempts: int = Field(10, ge=1, le=100, description="driver attempts (lost pilots)")
+
+
+class CommandIn(Strict):
+    seq: int = Field(..., ge=0)
+    kind: Literal["submit", "observe"]
+    call: str = Field(..., min_length=1, max_length=200)
+    fingerprint: str = Field(..., pattern=r"^[0-9a-f]{16,64}$")
+    jobs: list[JobIn] | None = Field(None, max_length=10_000)
+    workflow: WorkflowIn | None = None
+    observed: list[int] = Field(default_factory=list, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _shape(self) -> CommandIn:
+        if self.kind == "submit" and (self.jobs is None) == (self.workflow is None):
+            raise ValueError("a submit command carries either 'jobs' or 'workflow'")
+        if self.kind == "observe" and (self.jobs is not None or self.workflow is not None):
+            raise ValueError("an observe command carries 'observed' ids only")
+        return self
+
+
+class CommandsIn(Strict):
+    commands: list[CommandIn] = Field(..., min_length=1, max_length=10_000)
+
+
 class SubmitIn(Strict):
     jobs: list[JobIn] = Field(..., min_length=1, max_length=10_000)
 
@@ -151,6 +186,7 @@ class PilotIn(Strict):
     gpus: list[GpuIn] = Field(default_factory=list)
     slots: int = Field(..., ge=1, le=10_000)
     prefetch: int = Field(0, ge=0, le=10_000, description="CPU jobs held ahead of free slots")
+    driver_slots: int = Field(0, ge=0, le=10_000, description="slots for workflow drivers")
     version: str = Field("", max_length=32)
 
 
@@ -188,6 +224,8 @@ class ReportsIn(Strict):
 
 class ClaimIn(Strict):
     max_jobs: int = Field(1, ge=0, le=10_000)
+    max_drivers: int = Field(0, ge=0, le=10_000)
+    prefetch: bool = Field(True, description="may hold jobs beyond the pilot's free slots")
     wait_s: float = Field(0.0, ge=0, le=300)
     reports: list[ReportIn] = Field(default_factory=list, max_length=10_000)
 

@@ -63,6 +63,7 @@ pilots = sa.Table(
     sa.Column("gpus", sa.JSON, nullable=False),  # [{"index", "model", "memory_mb"}]
     sa.Column("slots", sa.Integer, nullable=False),
     sa.Column("prefetch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("driver_slots", sa.Integer, nullable=False, server_default="0"),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("version", sa.String(32), nullable=False, server_default=""),
     sa.Column("claim_seq", sa.Integer, nullable=False, server_default="0"),
@@ -102,8 +103,12 @@ jobs = sa.Table(
     sa.Column("finished_at", Time, nullable=True),
     sa.Column("result", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("workflow_id", Id, nullable=True),  # the workflow that submitted it (or it drives)
+    sa.Column("deps_left", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("held", sa.Boolean, nullable=False, server_default=sa.false()),  # suspended
     sa.UniqueConstraint("owner_id", "key"),
     sa.Index(None, "owner_id", "id"),
+    sa.Index(None, "workflow_id", "id"),
 )
 
 # Claims scan queued jobs in rank order (priority DESC, id), for one queue or for pilots serving all.
@@ -174,4 +179,49 @@ events = sa.Table(
     sa.Column("reason", sa.String(200), nullable=False, server_default=""),
     sa.Index(None, "job_id", "id"),
     sa.Index(None, "pilot_id", "id"),
+)
+
+dependencies = sa.Table(
+    "dependencies",
+    metadata,
+    sa.Column("job_id", Id, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("upstream_id", Id, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Index(None, "upstream_id"),
+)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("owner_id", Id, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("key", sa.String(64), nullable=True),  # client idempotency key
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("driver_job_id", Id, nullable=True),  # its state is the workflow's final state
+    sa.Column("parent_id", Id, nullable=True),  # the workflow whose driver submitted this one
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("suspended", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("owner_id", "key"),
+    sa.Index(None, "owner_id", "id"),
+    sa.Index(None, "parent_id"),
+)
+
+commands = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("workflow_id", Id, sa.ForeignKey("workflows.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("call", sa.String(200), nullable=False),  # what the driver called, for messages
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),  # JSON: job ids submitted, or ids observed
+    sa.Column("stale", sa.Boolean, nullable=False, server_default=sa.false()),  # cut by a retry
+    sa.Column("created_at", Time, nullable=False),
+)
+
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
 )

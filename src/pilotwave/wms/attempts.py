@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from pilotwave.store.db import insert_ignoring_duplicates
 from pilotwave.store.schema import artifacts, attempts, blobs, jobs, log_chunks
+from pilotwave.wms import deps
 from pilotwave.wms.events import event, record
 from pilotwave.wms.retry import AttemptEnd, RetryPolicy, after_attempt
 from pilotwave.wms.states import FINAL_JOB_STATES, AttemptState, JobState
@@ -186,6 +187,7 @@ class Endings:
         self._attempts: list[dict[str, Any]] = []
         self._jobs: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
+        self._finals: list[deps.Final] = []
 
     def end(
         self,
@@ -247,6 +249,9 @@ class Endings:
                 self.wake.add(queue_topic(job.queue))
         elif final:
             self.wake.add(job_topic(job.id))
+            self._finals.append(
+                deps.Final(job.id, decision.state, None if succeeded else (error or end.reason))
+            )
         self._events.append(
             event(
                 now,
@@ -266,7 +271,9 @@ class Endings:
         if self._jobs:
             self.conn.execute(_MOVE_JOB, self._jobs)
         record(self.conn, self._events)
-        self._attempts, self._jobs, self._events = [], [], []
+        if self._finals:
+            deps.after_final(self.conn, self._finals, self.now, self.wake)
+        self._attempts, self._jobs, self._events, self._finals = [], [], [], []
 
 
 def _first_line(text: str | None) -> str:

@@ -19,7 +19,7 @@ from pilotwave.store.schema import attempts, jobs, pilots
 from pilotwave.wms.errors import NotFound
 from pilotwave.wms.events import event, record
 from pilotwave.wms.matching import Capacity, Demand, Gpu, select
-from pilotwave.wms.states import AttemptState, JobState, PilotState
+from pilotwave.wms.states import AttemptState, JobKind, JobState, PilotState
 
 PAGE = 500
 MAX_PAGES = 5
@@ -47,7 +47,7 @@ _CANDIDATE = [
 _B = sa.bindparam
 _PILOT = sa.select(pilots).where(pilots.c.id == _B("pid"))
 _USED = (
-    sa.select(jobs.c.cores, jobs.c.memory_mb, attempts.c.gpus)
+    sa.select(jobs.c.cores, jobs.c.memory_mb, jobs.c.kind, attempts.c.gpus)
     .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
     .where(attempts.c.pilot_id == _B("pid"), attempts.c.state == AttemptState.RUNNING)
 )
@@ -77,6 +77,8 @@ def _candidates_query(all_queues: bool, lock: bool) -> Any:
             jobs.c.state == JobState.QUEUED,
             sa.true() if all_queues else jobs.c.queue.in_(_B("queues", expanding=True)),
             jobs.c.not_before <= _B("now"),
+            jobs.c.held == sa.false(),
+            jobs.c.kind != JobKind.DRIVER,
             jobs.c.cores <= _B("cores"),
             jobs.c.memory_mb <= _B("memory_mb"),
             jobs.c.gpus <= _B("gpus"),
@@ -91,6 +93,25 @@ def _candidates_query(all_queues: bool, lock: bool) -> Any:
 _CANDIDATES = {
     (a, lock): _candidates_query(a, lock) for a in (True, False) for lock in (True, False)
 }
+
+
+def _drivers_query(all_queues: bool, lock: bool) -> Any:
+    q = (
+        sa.select(*_CANDIDATE)
+        .where(
+            jobs.c.state == JobState.QUEUED,
+            sa.true() if all_queues else jobs.c.queue.in_(_B("queues", expanding=True)),
+            jobs.c.not_before <= _B("now"),
+            jobs.c.held == sa.false(),
+            jobs.c.kind == JobKind.DRIVER,
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(_B("size"))
+    )
+    return q.with_for_update(skip_locked=True, of=jobs) if lock else q
+
+
+_DRIVERS = {(a, lock): _drivers_query(a, lock) for a in (True, False) for lock in (True, False)}
 
 
 @dataclass(frozen=True)
@@ -112,9 +133,14 @@ class Claimed:
     waited_s: float  # since it was submitted
 
 
-def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int]:
-    """What the pilot has free now, and how many attempts it holds (running or waiting there)."""
-    used = conn.execute(_USED, {"pid": pilot.id}).all()
+def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int, int]:
+    """What the pilot has free now, how many compute attempts it holds, and its free driver slots.
+
+    Drivers run in their own slots and count against none of the compute resources.
+    """
+    held = conn.execute(_USED, {"pid": pilot.id}).all()
+    used = [r for r in held if r.kind != JobKind.DRIVER]
+    drivers_free = pilot.driver_slots - (len(held) - len(used))
     busy_gpus = {i for r in used for i in r.gpus}
     capacity = Capacity(
         slots=pilot.slots - len(used),
@@ -123,11 +149,18 @@ def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int]:
         gpus=[Gpu(**g) for g in pilot.gpus if g["index"] not in busy_gpus],
         labels=frozenset(pilot.labels),
     )
-    return capacity, len(used)
+    return capacity, len(used), drivers_free
 
 
 def claim(
-    conn: Connection, pilot_id: str, max_jobs: int, now: float, *, skip_locked: bool
+    conn: Connection,
+    pilot_id: str,
+    max_jobs: int,
+    now: float,
+    *,
+    skip_locked: bool,
+    max_drivers: int = 0,
+    prefetch: bool = True,
 ) -> list[Claimed] | None:
     """Move up to ``max_jobs`` fitting queued jobs to ``running`` on this pilot.
 
@@ -154,12 +187,18 @@ def claim(
             ],
         )
     touch = {"b_pid": pilot_id, "b_now": now}
-    if state != PilotState.ACTIVE or max_jobs <= 0:
+    if state != PilotState.ACTIVE or (max_jobs <= 0 and max_drivers <= 0):
         conn.execute(_TOUCH, touch)
         return None if state != PilotState.ACTIVE else []
-    capacity, held = free_capacity(conn, pilot)
-    picked, rows = _pick(conn, pilot, capacity, min(max_jobs, capacity.slots), now, skip_locked)
+    capacity, held, drivers_free = free_capacity(conn, pilot)
+    drivers, rows = _pick_drivers(conn, pilot, min(max_drivers, drivers_free), now, skip_locked)
+    picked, more_rows = _pick(
+        conn, pilot, capacity, min(max_jobs, capacity.slots), now, skip_locked
+    )
+    rows.update(more_rows)
     ahead = min(max_jobs - len(picked), pilot.slots + pilot.prefetch - held - len(picked))
+    ahead = ahead if prefetch else 0
+    picked += drivers
     if ahead > 0:
         # Each prefetched job fits the whole pilot; they wait there one after another.
         total = Capacity(
@@ -239,6 +278,42 @@ def _pick(
             break
         offset, size = offset + size, min(size * 4, PAGE)
     return picked, {d.id: rows_by_id[d.id] for d, _ in picked}
+
+
+def _pick_drivers(
+    conn: Connection, pilot: Any, budget: int, now: float, skip_locked: bool
+) -> tuple[list[tuple[Demand, tuple[int, ...]]], dict[int, Any]]:
+    """Queued drivers for this pilot's free driver slots, in rank order, whose labels it has."""
+    if budget <= 0:
+        return [], {}
+    every_queue = "*" in pilot.queues
+    params: dict[str, Any] = {"now": now, "size": 2 * budget + 8}
+    if not every_queue:
+        params["queues"] = pilot.queues
+    labels = frozenset(pilot.labels)
+    rows = [
+        r
+        for r in conn.execute(_DRIVERS[(every_queue, skip_locked)], params)
+        if frozenset(r.labels) <= labels
+    ][:budget]
+    picked: list[tuple[Demand, tuple[int, ...]]] = [
+        (
+            Demand(
+                id=r.id,
+                owner_id=r.owner_id,
+                priority=r.priority,
+                cores=r.cores,
+                memory_mb=r.memory_mb,
+                gpus=0,
+                gpu_model=None,
+                gpu_memory_mb=None,
+                labels=frozenset(r.labels),
+            ),
+            (),
+        )
+        for r in rows
+    ]
+    return picked, {r.id: r for r in rows}
 
 
 def _usage(conn: Connection, queue_names: list[str]) -> dict[int, float]:

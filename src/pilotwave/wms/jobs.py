@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pilotwave.store.schema import attempts, jobs, queues
+from pilotwave.store.schema import attempts, dependencies, jobs, queues
+from pilotwave.wms import deps
 from pilotwave.wms.errors import NotFound
 from pilotwave.wms.events import event, record
 from pilotwave.wms.states import FINAL_JOB_STATES, JobState
@@ -36,6 +37,8 @@ class JobSpec:
     priority: int = 0
     max_attempts: int = 3
     isolate: bool = False
+    workflow_id: int | None = None
+    held: bool = False  # its workflow is suspended
 
 
 def ensure_queues(conn: Connection, names: set[str], now: float) -> None:
@@ -48,7 +51,12 @@ def ensure_queues(conn: Connection, names: set[str], now: float) -> None:
 def submit(
     conn: Connection, owner_id: int, specs: Sequence[JobSpec], now: float, wake: Wakeups
 ) -> list[int]:
-    """Insert jobs in the ``queued`` state; a spec whose ``key`` was already used returns that job."""
+    """Insert jobs; a spec whose ``key`` was already used returns that job.
+
+    A job whose arguments hold futures (``{"$pw_future": id}``) starts ``pending`` until
+    those jobs succeed, ``queued`` with their results filled in if they already have, or
+    ``cancelled`` if one of them failed.
+    """
     keys = [s.key for s in specs if s.key]
     existing: dict[str, int] = {}
     if keys:
@@ -62,18 +70,58 @@ def submit(
     ids: list[int] = []
     if fresh:
         ensure_queues(conn, {s.queue for s in fresh}, now)
+        ups = [deps.upstream_ids(s.spec) for s in fresh]
+        upstream = _visible_upstreams(conn, owner_id, {u for us in ups for u in us})
+        rows = [_row(owner_id, s, us, upstream, now) for s, us in zip(fresh, ups, strict=True)]
         result = conn.execute(
-            jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True),
-            [_row(owner_id, s, now) for s in fresh],
+            jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True), rows
         )
         ids = [r[0] for r in result]
-        record(conn, [event(now, JobState.QUEUED, job_id=i, reason="submitted") for i in ids])
-        wake.add(*{queue_topic(s.queue) for s in fresh})
+        links = [
+            {"job_id": i, "upstream_id": u} for i, us in zip(ids, ups, strict=True) for u in us
+        ]
+        if links:
+            conn.execute(dependencies.insert(), links)
+        record(
+            conn,
+            [
+                event(now, row["state"], job_id=i, reason=_why(row))
+                for i, row in zip(ids, rows, strict=True)
+            ],
+        )
+        wake.add(*{queue_topic(r["queue"]) for r in rows if r["state"] == JobState.QUEUED})
+        wake.add(
+            *(
+                job_topic(i)
+                for i, r in zip(ids, rows, strict=True)
+                if r["state"] == JobState.CANCELLED
+            )
+        )
     new_ids = iter(ids)
     return [existing[s.key] if s.key and s.key in existing else next(new_ids) for s in specs]
 
 
-def _row(owner_id: int, s: JobSpec, now: float) -> dict[str, Any]:
+def _visible_upstreams(conn: Connection, owner_id: int, ids: set[int]) -> dict[int, Any]:
+    if not ids:
+        return {}
+    rows = deps.lock_upstreams(conn, ids)
+    missing = sorted(i for i in ids if i not in rows or rows[i].owner_id != owner_id)
+    if missing:
+        raise NotFound(f"no job {missing[0]} (passed as a future argument)")
+    return rows
+
+
+def _why(row: dict[str, Any]) -> str:
+    if row["state"] == JobState.PENDING:
+        return f"submitted, waiting for {row['deps_left']} job(s)"
+    if row["state"] == JobState.CANCELLED:
+        return deps.UPSTREAM_FAILED
+    return "submitted"
+
+
+def _row(
+    owner_id: int, s: JobSpec, ups: list[int], upstream: dict[int, Any], now: float
+) -> dict[str, Any]:
     row = asdict(s)
     row.update(
         owner_id=owner_id,
@@ -83,7 +131,26 @@ def _row(owner_id: int, s: JobSpec, now: float) -> dict[str, Any]:
         failures=0,
         not_before=0.0,
         created_at=now,
+        deps_left=0,
+        finished_at=None,
+        error=None,
     )
+    if ups:
+        failed = [
+            upstream[u] for u in ups if upstream[u].state in (JobState.FAILED, JobState.CANCELLED)
+        ]
+        left = sum(1 for u in ups if upstream[u].state != JobState.SUCCEEDED)
+        if failed:
+            f = failed[0]
+            row.update(
+                state=JobState.CANCELLED.value,
+                finished_at=now,
+                error=deps.failure_reason(f.id, f.name, f.error),
+            )
+        elif left:
+            row.update(state=JobState.PENDING.value, deps_left=left)
+        else:
+            row["spec"] = deps.substitute(s.spec, {u: upstream[u].result for u in ups})
     return row
 
 
@@ -219,6 +286,7 @@ def cancel(
         wake.add(job_topic(r.id))
         if r.state == JobState.RUNNING and r.pilot_id:
             wake.add(command_topic(r.pilot_id))
+    deps.after_final(conn, [deps.Final(r.id, JobState.CANCELLED, reason) for r in live], now, wake)
     return [r.id for r in live]
 
 

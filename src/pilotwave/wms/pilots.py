@@ -32,6 +32,7 @@ class PilotInfo:
     slots: int
     version: str = ""
     prefetch: int = 0
+    driver_slots: int = 0
 
 
 def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> str:
@@ -50,6 +51,7 @@ def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> st
             gpus=list(info.gpus),
             slots=info.slots,
             prefetch=info.prefetch,
+            driver_slots=info.driver_slots,
             state=PilotState.ACTIVE,
             version=info.version,
             claim_seq=0,

@@ -32,6 +32,11 @@ JOB_TRANSITIONS: dict[tuple[JobState, JobState], str] = {
     (JobState.RUNNING, JobState.FAILED): "attempt failed, no attempts left or not retryable",
     (JobState.RUNNING, JobState.QUEUED): "attempt failed or lost, retried",
     (JobState.RUNNING, JobState.CANCELLED): "cancelled while running",
+    # A workflow retry is the one way back: the job starts over with fresh attempts.
+    (JobState.FAILED, JobState.QUEUED): "retried with its workflow",
+    (JobState.FAILED, JobState.PENDING): "retried with its workflow, waiting for dependencies",
+    (JobState.CANCELLED, JobState.QUEUED): "retried with its workflow",
+    (JobState.CANCELLED, JobState.PENDING): "retried with its workflow, waiting for dependencies",
 }
 
 
@@ -81,3 +86,5 @@ class JobKind(StrEnum):
     """A function ``module:qualname`` called with JSON arguments in a warm worker."""
     SHELL = "shell"
     """An argv list run as a subprocess."""
+    DRIVER = "driver"
+    """A workflow function, run in a driver slot; its commands are recorded and replayed."""

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
+from pilotwave.server import auth
 from pilotwave.server.auth import Principal, Role
 from pilotwave.server.core import JSON, ApiError, Core, CoreDep, PrincipalDep, now, require
 from pilotwave.server.models import ClaimIn, HeartbeatIn, LogsIn, PilotIn, ReportIn, ReportsIn
@@ -15,7 +16,7 @@ from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import claims as wms_claims
 from pilotwave.wms import pilots as wms_pilots
 from pilotwave.wms.attempts import Ack, Artifact, LogChunk, Report
-from pilotwave.wms.states import AttemptState, PilotState
+from pilotwave.wms.states import AttemptState, JobKind, PilotState
 from pilotwave.wms.wakeups import command_topic, pilot_topic, queue_topic
 
 router = APIRouter(prefix="/api/v1", tags=["pilots"])
@@ -43,6 +44,7 @@ async def register(body: PilotIn, core: CoreDep, who: PrincipalDep) -> Any:
         gpus=tuple(g.model_dump() for g in body.gpus),
         slots=body.slots,
         prefetch=body.prefetch,
+        driver_slots=body.driver_slots,
         version=body.version,
     )
     t = now()
@@ -139,7 +141,15 @@ async def claim(
         t = now()
         if reps:
             acks = wms_attempts.complete(conn, pilot_id, reps, t, core.settings.retry, wake)
-        got = wms_claims.claim(conn, pilot_id, body.max_jobs, t, skip_locked=core.db.is_postgres)
+        got = wms_claims.claim(
+            conn,
+            pilot_id,
+            body.max_jobs,
+            t,
+            skip_locked=core.db.is_postgres,
+            max_drivers=body.max_drivers,
+            prefetch=body.prefetch,
+        )
         return True if got is None else got  # None: it may not claim, stop waiting
 
     async def attempt() -> list[wms_claims.Claimed] | bool:
@@ -151,14 +161,22 @@ async def claim(
         return got
 
     topics = [pilot_topic(pilot_id), command_topic(pilot_id), *(queue_topic(q) for q in queues)]
-    wait = min(body.wait_s, core.settings.claim_wait_max_s) if body.max_jobs > 0 else 0.0
+    wanted = body.max_jobs > 0 or body.max_drivers > 0
+    wait = min(body.wait_s, core.settings.claim_wait_max_s) if wanted else 0.0
     got = await core.notifier.poll(topics, wait, attempt, request.receive)
     claimed = got if isinstance(got, list) else []
     if claimed:
         core.metrics.claimed.inc(len(claimed))
         for c in claimed:
             core.metrics.queue_wait.observe(c.waited_s)
-    return JSON({"jobs": [asdict(c) for c in claimed], "acks": acks})
+    return JSON({"jobs": [_handed(core, c) for c in claimed], "acks": acks})
+
+
+def _handed(core: Core, c: wms_claims.Claimed) -> dict[str, Any]:
+    out = asdict(c)
+    if c.kind == JobKind.DRIVER:  # the driver acts for the workflow's owner, this attempt only
+        out["token"] = auth.driver_token(core.driver_key, c.id, c.attempt)
+    return out
 
 
 @router.post("/pilots/{pilot_id}/reports", response_class=JSON)

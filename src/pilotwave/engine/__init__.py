@@ -1,0 +1,1 @@
+"""Workflows: the driver command log, replay, and workflow operations (the iDDS half)."""

@@ -1,0 +1,207 @@
+"""The driver command log: what a workflow's driver did, in order, so a re-run can replay it.
+
+Each command a driver issues carries a sequence number.  ``submit`` commands create jobs
+(or child workflows) in the transaction that records them; ``observe`` commands record
+which jobs the driver saw finish (from ``result``, ``wait``, ``as_completed``, ``done``).
+A re-run driver reads the log and replays it locally; a command sent again with a
+recorded sequence number returns its recorded outcome, or is refused as non-deterministic
+if its fingerprint differs.  Records cut by a retry are *stale*: a stale submit whose
+fingerprint matches is taken over (its jobs are not re-run), a stale observation of the
+same jobs takes the new outcome; anything else ends the stale tail, whose unfinished jobs
+are cancelled, and the driver goes on live.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pilotwave.store.schema import commands, jobs
+from pilotwave.wms import jobs as wms_jobs
+from pilotwave.wms.errors import Conflict, Invalid
+from pilotwave.wms.states import FINAL_JOB_STATES
+from pilotwave.wms.wakeups import Wakeups
+
+
+class Kind(StrEnum):
+    SUBMIT = "submit"
+    """Jobs or a child workflow were submitted; the outcome holds their ids."""
+    OBSERVE = "observe"
+    """The driver saw these jobs final (in this order)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    seq: int
+    kind: Kind
+    call: str
+    fingerprint: str
+    observed: tuple[int, ...] = ()  # observe: the ids seen final
+
+
+@dataclass(frozen=True)
+class Recorded:
+    seq: int
+    kind: str
+    call: str
+    fingerprint: str
+    outcome: dict[str, Any]
+    stale: bool
+
+
+class Step(StrEnum):
+    """What to do with an incoming command, given what is recorded at its sequence number."""
+
+    RECORD = "record"
+    """Nothing recorded: run it and record it."""
+    REPLAY = "replay"
+    """Recorded with the same fingerprint: return the recorded outcome."""
+    ADOPT = "adopt"
+    """A stale record with the same fingerprint: a submit keeps its jobs, an observe takes the new outcome."""
+    TRUNCATE = "truncate"
+    """The stale tail diverges here: drop it, then run and record."""
+
+
+class NonDeterministic(Conflict):
+    """A command whose fingerprint differs from the one recorded at its sequence number."""
+
+    def __init__(self, workflow_id: int, cmd: Command, rec: Recorded) -> None:
+        super().__init__(
+            f"NonDeterminismError: workflow {workflow_id} command {cmd.seq} was {rec.call} "
+            f"(fingerprint {rec.fingerprint[:12]}) when it first ran and is {cmd.call} "
+            f"(fingerprint {cmd.fingerprint[:12]}) now; a workflow must make the same calls "
+            "given the same results (use pw.seed() for random choices)"
+        )
+
+
+def decide(workflow_id: int, cmd: Command, rec: Recorded | None) -> Step:
+    """The replay rule, as a pure function."""
+    if rec is None:
+        return Step.RECORD
+    same = rec.fingerprint == cmd.fingerprint and rec.kind == cmd.kind
+    if not rec.stale:
+        if not same:
+            raise NonDeterministic(workflow_id, cmd, rec)
+        return Step.REPLAY
+    return Step.ADOPT if same else Step.TRUNCATE
+
+
+def read_log(conn: Connection, workflow_id: int) -> list[Recorded]:
+    q = sa.select(commands).where(commands.c.workflow_id == workflow_id).order_by(commands.c.seq)
+    return [
+        Recorded(r.seq, r.kind, r.call, r.fingerprint, json.loads(r.outcome), r.stale)
+        for r in conn.execute(q)
+    ]
+
+
+def observed_ids(log: Sequence[Recorded]) -> list[int]:
+    return [i for rec in log if rec.kind == Kind.OBSERVE for i in rec.outcome["ids"]]
+
+
+Submitter = Callable[[Connection, Command, Wakeups], dict[str, Any]]
+
+
+def apply(
+    conn: Connection,
+    workflow_id: int,
+    owner_id: int,
+    batch: Sequence[tuple[Command, Submitter | None]],
+    now: float,
+    wake: Wakeups,
+) -> list[dict[str, Any]]:
+    """Record a batch of commands in order (one transaction); returns each command's outcome."""
+    seqs = [c.seq for c, _ in batch]
+    if seqs != sorted(set(seqs)):
+        raise Invalid("commands must have increasing sequence numbers", field="commands")
+    log = {r.seq: r for r in read_log(conn, workflow_id) if r.seq >= (seqs[0] if seqs else 0)}
+    outcomes: list[dict[str, Any]] = []
+    for cmd, submitter in batch:
+        rec = log.get(cmd.seq)
+        step = decide(workflow_id, cmd, rec)
+        if step is Step.REPLAY:
+            assert rec is not None
+            outcomes.append(rec.outcome)
+            continue
+        if step is Step.ADOPT:
+            assert rec is not None
+            outcome = rec.outcome if cmd.kind is Kind.SUBMIT else {"ids": list(cmd.observed)}
+            conn.execute(
+                commands.update()
+                .where(commands.c.workflow_id == workflow_id, commands.c.seq == cmd.seq)
+                .values(stale=False, outcome=json.dumps(outcome))
+            )
+            outcomes.append(outcome)
+            continue
+        if step is Step.TRUNCATE:
+            _drop_tail(conn, workflow_id, owner_id, cmd.seq, now, wake)
+            log = {s: r for s, r in log.items() if s < cmd.seq}
+        if cmd.kind is Kind.SUBMIT:
+            if submitter is None:
+                raise Invalid(f"command {cmd.seq}: a submit needs jobs", field="commands")
+            outcome = submitter(conn, cmd, wake)
+        else:
+            outcome = {"ids": list(cmd.observed)}
+        conn.execute(
+            commands.insert().values(
+                workflow_id=workflow_id,
+                seq=cmd.seq,
+                kind=cmd.kind,
+                call=cmd.call[:200],
+                fingerprint=cmd.fingerprint,
+                outcome=json.dumps(outcome),
+                stale=False,
+                created_at=now,
+            )
+        )
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _drop_tail(
+    conn: Connection, workflow_id: int, owner_id: int, seq: int, now: float, wake: Wakeups
+) -> None:
+    """Delete stale records from ``seq`` on; jobs only they submitted are cancelled."""
+    tail = [
+        r for r in read_log(conn, workflow_id) if r.seq >= seq and r.stale and r.kind == Kind.SUBMIT
+    ]
+    orphans = [i for r in tail for i in r.outcome.get("ids", [])]
+    conn.execute(
+        commands.delete().where(commands.c.workflow_id == workflow_id, commands.c.seq >= seq)
+    )
+    if orphans:
+        live = list(
+            conn.scalars(
+                sa.select(jobs.c.id).where(
+                    jobs.c.id.in_(orphans), jobs.c.state.not_in(list(FINAL_JOB_STATES))
+                )
+            )
+        )
+        if live:
+            wms_jobs.cancel(
+                conn, live, owner_id, now, wake, reason="its workflow took another path on retry"
+            )
+
+
+def cut(conn: Connection, workflow_id: int, reset: set[int]) -> int | None:
+    """Mark stale every record from the first one that observed a job in ``reset``; returns that seq."""
+    first = next(
+        (
+            r.seq
+            for r in read_log(conn, workflow_id)
+            if r.kind == Kind.OBSERVE and reset.intersection(r.outcome["ids"])
+        ),
+        None,
+    )
+    if first is not None:
+        conn.execute(
+            commands.update()
+            .where(commands.c.workflow_id == workflow_id, commands.c.seq >= first)
+            .values(stale=True)
+        )
+    return first

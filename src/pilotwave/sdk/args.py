@@ -1,0 +1,112 @@
+"""How job and workflow arguments travel: futures become dependencies, functions become references.
+
+A ``Future`` (or a workflow ``Run``) passed as an argument, also inside lists and dicts, is
+sent as ``{"$pw_future": id}``: the server holds the job until that one succeeds and puts
+its result there.  A ``@pw.job`` or ``@pw.workflow`` function is sent as
+``{"$pw_function": {...}}`` and arrives as the same decorated function, with its options,
+ready to call or submit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FUTURE = "$pw_future"
+FUNCTION = "$pw_function"
+
+
+@dataclass
+class Encoded:
+    value: Any
+    roots: set[Path] = field(default_factory=set)  # source trees of functions passed along
+    upstream: list[int] = field(default_factory=list)
+
+
+def encode(value: Any) -> Encoded:
+    out = Encoded(None)
+    out.value = _encode(value, out)
+    return out
+
+
+def _encode(value: Any, out: Encoded) -> Any:
+    from pilotwave.sdk.futures import Future
+    from pilotwave.sdk.jobs import JobFunction
+    from pilotwave.sdk.workflows import Run, WorkflowFunction
+
+    if isinstance(value, Run):
+        value = value.future
+    if isinstance(value, Future):
+        if value.local:  # ran in this process already: pass its value
+            return value.result()
+        out.upstream.append(value.id)
+        return {FUTURE: value.id}
+    if isinstance(value, (JobFunction, WorkflowFunction)):
+        ref = value.ref
+        if ref.root is not None:
+            out.roots.add(ref.root)
+        kind = "job" if isinstance(value, JobFunction) else "workflow"
+        return {FUNCTION: {"kind": kind, "ref": ref.as_json(), "options": value.options_json()}}
+    if isinstance(value, dict):
+        return {k: _encode(v, out) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, out) for v in value]
+    if callable(value) and hasattr(value, "__qualname__") and not isinstance(value, type):
+        raise TypeError(
+            f"{value.__qualname__} is a plain function; decorate it with @pw.job or @pw.workflow "
+            "to pass it to a job or workflow"
+        )
+    return value
+
+
+def local_args(args: Any, kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments for a local call: futures replaced by their values, functions kept as they are."""
+    return [_local(a) for a in args], {k: _local(v) for k, v in kwargs.items()}
+
+
+def _local(value: Any) -> Any:
+    from pilotwave.sdk.futures import Future
+    from pilotwave.sdk.workflows import Run
+
+    if isinstance(value, (Future, Run)):
+        return value.result()
+    if isinstance(value, dict):
+        return {k: _local(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_local(v) for v in value]
+    return value
+
+
+def needs_decoding(value: Any) -> bool:
+    if isinstance(value, dict):
+        return FUNCTION in value or any(needs_decoding(v) for v in value.values())
+    if isinstance(value, list):
+        return any(needs_decoding(v) for v in value)
+    return False
+
+
+def decode(value: Any) -> Any:
+    """Turn function references back into decorated functions (on the pilot)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and FUNCTION in value:
+            return _function(value[FUNCTION])
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def _function(ref: dict[str, Any]) -> Any:
+    from pilotwave.pilot.worker import resolve_object
+    from pilotwave.sdk.jobs import JobFunction, Resources
+    from pilotwave.sdk.workflows import WorkflowFunction, WorkflowOptions
+
+    obj = resolve_object(ref["ref"])
+    fn = getattr(obj, "fn", obj)
+    options = dict(ref.get("options") or {})
+    if "labels" in options:
+        options["labels"] = tuple(options["labels"])
+    if ref["kind"] == "workflow":
+        return WorkflowFunction(fn, WorkflowOptions(**options))
+    return JobFunction(fn, Resources(**options))

@@ -1,0 +1,223 @@
+"""``@pw.workflow``: a plain Python function whose jobs, branches and loops run durably on the cluster."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from pilotwave.sdk import driver
+from pilotwave.sdk.args import encode, local_args
+from pilotwave.sdk.client import Client, default_client
+from pilotwave.sdk.errors import (
+    JobCancelled,
+    JobFailed,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from pilotwave.sdk.futures import FINAL, Future
+from pilotwave.sdk.jobs import _material, check_json, source_root
+from pilotwave.sdk.refs import FunctionRef, reference
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class WorkflowOptions:
+    """Where the driver runs and how its jobs rank; every field maps to the REST body."""
+
+    name: str | None = None
+    queue: str = "default"
+    labels: tuple[str, ...] = field(default=())
+    priority: int = 0
+    max_attempts: int = 10  # driver re-runs after lost pilots or server trouble
+    seed: int | None = None  # default: a random seed chosen at submission
+
+
+class WorkflowFunction(Generic[P, R]):
+    """A workflow: ``flow.submit(**kwargs)`` runs it durably on the cluster, ``flow(**kwargs)`` here."""
+
+    def __init__(self, fn: Callable[P, R], options: WorkflowOptions) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.opts = options
+        self._ref: FunctionRef | None = None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the workflow in this process (its jobs too): no server needed."""
+        return driver.run_locally(self.fn, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<pw.workflow {self.fn.__module__}.{self.fn.__qualname__}>"
+
+    @property
+    def name(self) -> str:
+        return self.opts.name or self.fn.__qualname__
+
+    @property
+    def ref(self) -> FunctionRef:
+        if self._ref is None:
+            self._ref = reference(self.fn)
+        return self._ref
+
+    def options(self, **overrides: Any) -> WorkflowFunction[P, R]:
+        """A copy with other options, e.g. ``flow.options(queue="long", priority=5).submit(...)``."""
+        if "labels" in overrides:
+            overrides["labels"] = tuple(overrides["labels"])
+        return WorkflowFunction(self.fn, replace(self.opts, **overrides))
+
+    def options_json(self) -> dict[str, Any]:
+        out = asdict(self.opts)
+        out["labels"] = list(self.opts.labels)
+        return out
+
+    def body(self, kwargs: dict[str, Any], client: Client) -> dict[str, Any]:
+        """The REST body that starts this workflow with ``kwargs``."""
+        enc = encode(kwargs)
+        for k, v in enc.value.items():
+            check_json(v, f"argument {k!r} of workflow {self.ref}")
+        body: dict[str, Any] = {
+            "name": self.name,
+            "key": uuid.uuid4().hex,
+            "function": self.ref.as_json(),
+            "kwargs": enc.value,
+            "queue": self.opts.queue,
+            "labels": list(self.opts.labels),
+            "priority": self.opts.priority,
+            "max_attempts": self.opts.max_attempts,
+        }
+        if self.opts.seed is not None:
+            body["seed"] = self.opts.seed
+        root = source_root(self.ref.root, enc.roots, f"workflow {self.ref}")
+        if root is not None:
+            body["sandbox"] = client.sandbox_for(root)
+        return body
+
+    def submit(self, *args: Any, **kwargs: Any) -> Run:
+        """Start the workflow on the cluster; returns a ``Run`` at once.
+
+        Inside another workflow it becomes a nested workflow whose run is also a future.
+        """
+        if args:
+            raise TypeError(f"pass the arguments of workflow {self.name} by name: submit(x=1)")
+        ctx = driver.current()
+        if isinstance(ctx, driver.LocalContext):
+            final = ctx.call(self.fn, *local_args((), kwargs))
+            fut = Future(ctx.new_id(), None, self.name, final=final)
+            return Run(fut.id, None, self.name, fut)
+        if isinstance(ctx, driver.DriverContext):
+            body = self.body(kwargs, ctx.client)
+            body.pop("key")
+            material = {"workflow": _material(body)}
+            out = ctx.submit(f"{self.name}.submit", material, {"workflow": body})
+            (job_id,) = out["ids"]
+            fut = Future(job_id, ctx.client, self.name, driver=ctx)
+            return Run(int(out["workflow_id"]), ctx.client, self.name, fut)
+        client = default_client()
+        resp = client.submit_workflow(self.body(kwargs, client))
+        fut = Future(int(resp["driver_job_id"]), client, self.name)
+        return Run(int(resp["id"]), client, self.name, fut)
+
+
+class Run:
+    """A submitted workflow: ``id``, ``status()``, ``wait()``, ``result()``, ``cancel()`` and more.
+
+    Its ``future`` is the driver job: pass the run (or the future) to a job to have it wait
+    for the workflow's result.
+    """
+
+    def __init__(self, workflow_id: int, client: Client | None, name: str, future: Future) -> None:
+        self.id = workflow_id
+        self.client = client
+        self.name = name
+        self.future = future
+
+    def __repr__(self) -> str:
+        return f"<Run workflow={self.id} {self.name}>"
+
+    def _client(self) -> Client:
+        if self.client is None:
+            raise RuntimeError("this workflow ran locally; there is nothing to ask a server")
+        return self.client
+
+    def status(self) -> dict[str, Any]:
+        """State, job counts over the whole tree, the jobs, and nested workflows."""
+        if self.client is None:
+            fin = self.future._final or {}
+            return {"id": self.id, "name": self.name, "state": fin.get("state"), "counts": {}}
+        return self._client().workflow(self.id)
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Wait until the workflow is final (or ``timeout`` s pass); returns its state."""
+        try:
+            self.future.exception(timeout)
+        except TimeoutError:
+            pass
+        fin = self.future._final
+        if fin is not None and fin.get("state") in FINAL:
+            return str(fin["state"])
+        return str(self.status()["state"])
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The workflow's return value; raises ``WorkflowFailed``/``WorkflowCancelled``."""
+        try:
+            return self.future.result(timeout)
+        except JobCancelled as exc:
+            raise WorkflowCancelled(self.id, self.future.id, _reason(exc)) from None
+        except JobFailed as exc:
+            raise WorkflowFailed(self.id, self.future.id, exc.error, self.name) from None
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def cancel(self) -> int:
+        return int(self._client().workflow_op(self.id, "cancel")["cancelled"])
+
+    def suspend(self) -> dict[str, Any]:
+        return self._client().workflow_op(self.id, "suspend")
+
+    def resume(self) -> dict[str, Any]:
+        return self._client().workflow_op(self.id, "resume")
+
+    def retry(self) -> dict[str, Any]:
+        """Re-run a failed or cancelled workflow from where it stopped."""
+        out = self._client().workflow_op(self.id, "retry")
+        self.future._final = None
+        return out
+
+
+def _reason(exc: JobCancelled) -> str | None:
+    text = str(exc)
+    return text.split(": ", 1)[1] if ": " in text else None
+
+
+@overload
+def workflow(fn: Callable[P, R], /) -> WorkflowFunction[P, R]: ...
+@overload
+def workflow(
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    labels: Iterable[str] = (),
+    priority: int = 0,
+    max_attempts: int = 10,
+    seed: int | None = None,
+) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
+
+
+def workflow(fn: Any = None, /, **options: Any) -> Any:
+    """Make a function a workflow: ``@pw.workflow`` or ``@pw.workflow(queue="long", priority=5)``.
+
+    Inside it, ``job.submit``/``map`` return futures and ``result``/``pw.wait``/
+    ``pw.as_completed`` wait on them; ``if``, ``while`` and comprehensions do the rest.
+    The function must be deterministic given its arguments and results (use ``pw.seed()``).
+    """
+    if "labels" in options:
+        options["labels"] = tuple(options["labels"])
+    opts = WorkflowOptions(**options)
+    if fn is not None:
+        return WorkflowFunction(fn, opts)
+    return lambda f: WorkflowFunction(f, opts)

@@ -1,0 +1,343 @@
+"""The workflow engine's rules and transactions, on SQLite and on PostgreSQL (no HTTP, no pilots)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from test_queue import Q
+
+from pilotwave.engine import commands as log
+from pilotwave.engine import workflows as wf
+from pilotwave.engine.commands import Command, Kind, NonDeterministic, Recorded, Step, decide
+from pilotwave.server import auth
+from pilotwave.wms import claims, deps, pilots
+from pilotwave.wms import jobs as wj
+from pilotwave.wms.attempts import Report
+from pilotwave.wms.errors import Conflict, NotFound
+from pilotwave.wms.states import AttemptState, JobState
+
+
+@pytest.fixture
+def q(db_url: str) -> Q:
+    return Q(db_url)
+
+
+def py_spec(*args: Any, **kw: Any) -> wj.JobSpec:
+    payload = json.dumps(
+        {"function": {"module": "m", "qualname": "f"}, "args": list(args), "kwargs": {}},
+        separators=(",", ":"),
+    )
+    return wj.JobSpec(kind="python", spec=payload, **kw)
+
+
+def future(job_id: int) -> dict[str, int]:
+    return {"$pw_future": job_id}
+
+
+def submit(q: Q, *specs: wj.JobSpec, owner: int | None = None) -> list[int]:
+    ids, _ = q.tx(lambda c, w: wj.submit(c, owner or q.alice, list(specs), q.now, w))
+    return ids  # type: ignore[no-any-return]
+
+
+def run_to_end(q: Q, pid: str, job_id: int, outcome: AttemptState, result: Any = None) -> None:
+    got = q.claim(pid, 50) or []
+    mine = [c for c in got if c.id == job_id]
+    assert mine, f"job {job_id} was not claimable"
+    text = json.dumps(result) if outcome is AttemptState.SUCCEEDED else None
+    q.report(
+        pid,
+        Report(job_id, mine[0].attempt, outcome, result=text, error="bad luck", retryable=False),
+    )
+    for c in got:  # hand back anything else claimed on the way
+        if c.id != job_id:
+            q.report(pid, Report(c.id, c.attempt, AttemptState.KILLED, error="not now"))
+
+
+# -- pure rules ------------------------------------------------------------------------
+
+
+def rec(fp: str, stale: bool = False, kind: str = "submit") -> Recorded:
+    return Recorded(0, kind, "f.submit", fp, {"ids": [1]}, stale)
+
+
+def test_replay_rule() -> None:
+    cmd = Command(0, Kind.SUBMIT, "f.submit", "aa")
+    assert decide(1, cmd, None) is Step.RECORD
+    assert decide(1, cmd, rec("aa")) is Step.REPLAY
+    assert decide(1, cmd, rec("aa", stale=True)) is Step.ADOPT
+    assert decide(1, cmd, rec("bb", stale=True)) is Step.TRUNCATE
+    observe = Command(0, Kind.OBSERVE, "result(f)", "aa")
+    assert decide(1, observe, rec("aa", stale=True, kind="observe")) is Step.ADOPT
+    assert decide(1, observe, rec("aa", stale=True)) is Step.TRUNCATE
+    with pytest.raises(NonDeterministic, match=r"fingerprint bb.*fingerprint aa"):
+        decide(1, cmd, rec("bb"))
+
+
+def test_placeholders_are_found_and_filled_only_as_json_objects() -> None:
+    spec = json.dumps({"args": [future(3), '{"$pw_future":4}', [future(5)]]}, separators=(",", ":"))
+    assert deps.upstream_ids(spec) == [3, 5]  # the string lookalike is escaped, not a match
+    filled = json.loads(deps.substitute(spec, {3: '{"x":1}', 5: "7"}))
+    assert filled["args"] == [{"x": 1}, '{"$pw_future":4}', [7]]
+
+
+def test_workflow_state_follows_its_driver() -> None:
+    assert wf.state_of("running", False) is wf.WorkflowState.RUNNING
+    assert wf.state_of("queued", True) is wf.WorkflowState.SUSPENDED
+    assert wf.state_of("failed", True) is wf.WorkflowState.FAILED
+
+
+# -- dependencies ----------------------------------------------------------------------
+
+
+def test_a_dependent_is_released_with_the_upstream_result_in_the_same_transaction(q: Q) -> None:
+    (up,) = submit(q, py_spec(1))
+    (down,) = submit(q, py_spec(future(up), [future(up)]))
+    assert q.job(down)["state"] == "pending"
+    pid = q.pilot()
+    run_to_end(q, pid, up, AttemptState.SUCCEEDED, {"loss": 0.5})
+    job = q.job(down)
+    assert job["state"] == "queued"
+    assert json.loads(job["spec"])["args"] == [{"loss": 0.5}, [{"loss": 0.5}]]
+
+
+def test_a_dependent_waits_for_all_its_upstreams(q: Q) -> None:
+    a, b = submit(q, py_spec(1), py_spec(2))
+    (down,) = submit(q, py_spec([future(a), future(b)]))
+    pid = q.pilot(slots=1)
+    run_to_end(q, pid, a, AttemptState.SUCCEEDED, 1)
+    assert q.job(down)["state"] == "pending"
+    run_to_end(q, pid, b, AttemptState.SUCCEEDED, 2)
+    assert json.loads(q.job(down)["spec"])["args"] == [[1, 2]]
+
+
+def test_an_upstream_failure_cancels_dependents_down_the_graph(q: Q) -> None:
+    (up,) = submit(q, py_spec(1, max_attempts=1))
+    (mid,) = submit(q, py_spec(future(up)))
+    (low,) = submit(q, py_spec(future(mid)))
+    run_to_end(q, q.pilot(), up, AttemptState.FAILED)
+    for job_id in (mid, low):
+        job = q.job(job_id)
+        assert job["state"] == "cancelled"
+        assert job["error"].startswith("upstream_failed") and f"job {up}" in job["error"]
+        assert "bad luck" in job["error"]
+
+
+def test_futures_of_finished_jobs_resolve_at_submission(q: Q) -> None:
+    ok, bad = submit(q, py_spec(1), py_spec(2, max_attempts=1))
+    pid = q.pilot(slots=1)
+    run_to_end(q, pid, ok, AttemptState.SUCCEEDED, 5)
+    run_to_end(q, pid, bad, AttemptState.FAILED)
+    late_ok, late_bad = submit(q, py_spec(future(ok)), py_spec(future(bad)))
+    assert q.job(late_ok)["state"] == "queued"
+    assert json.loads(q.job(late_ok)["spec"])["args"] == [5]
+    assert q.job(late_bad)["state"] == "cancelled"
+
+
+def test_unknown_or_foreign_futures_are_refused(q: Q) -> None:
+    (bobs,) = submit(q, py_spec(1), owner=q.bob)
+    with pytest.raises(NotFound, match="no job 99999"):
+        submit(q, py_spec(future(99999)))
+    with pytest.raises(NotFound, match=f"no job {bobs}"):
+        submit(q, py_spec(future(bobs)))
+
+
+def test_cancelling_an_upstream_cancels_its_dependents(q: Q) -> None:
+    (up,) = submit(q, py_spec(1))
+    (down,) = submit(q, py_spec(future(up)))
+    q.tx(lambda c, w: wj.cancel(c, [up], q.alice, q.now, w))
+    assert q.job(down)["state"] == "cancelled"
+
+
+# -- workflows and the command log ------------------------------------------------------
+
+
+def new_workflow(q: Q, **kw: Any) -> tuple[int, int]:
+    spec = wf.WorkflowSpec(
+        name="flow", function={"module": "m", "qualname": "flow"}, kwargs="{}", **kw
+    )
+    out, _ = q.tx(lambda c, w: wf.create(c, q.alice, spec, q.now, w))
+    return out  # type: ignore[no-any-return]
+
+
+def record(q: Q, wid: int, *batch: tuple[Command, Any]) -> list[dict[str, Any]]:
+    out, _ = q.tx(lambda c, w: log.apply(c, wid, q.alice, list(batch), q.now, w))
+    return out  # type: ignore[no-any-return]
+
+
+def submitter(q: Q, wid: int, *specs: wj.JobSpec) -> Any:
+    from dataclasses import replace
+
+    def run(conn: Any, cmd: Command, wake: Any) -> dict[str, Any]:
+        mine = [replace(s, workflow_id=wid) for s in specs]
+        return {"ids": wj.submit(conn, q.alice, mine, q.now, wake)}
+
+    return run
+
+
+def test_a_workflow_is_a_driver_job_in_driver_slots_only(q: Q) -> None:
+    wid, driver = new_workflow(q, seed=7)
+    compute_only = q.pilot()
+    assert q.claim(compute_only) == []  # compute claims never take drivers
+    got, _ = q.tx(
+        lambda c, w: claims.claim(
+            c, compute_only, 0, q.now, skip_locked=q.db.is_postgres, max_drivers=1
+        )
+    )
+    assert got == []  # this pilot has no driver slots
+    info = pilots.PilotInfo("d", "host", ("default",), (), 1, 1000, (), 1, driver_slots=2)
+    pid, _ = q.tx(lambda c, w: pilots.register(c, q.token_id, info, q.now))
+    got, _ = q.tx(
+        lambda c, w: claims.claim(c, pid, 1, q.now, skip_locked=q.db.is_postgres, max_drivers=2)
+    )
+    assert [(g.id, g.kind) for g in got] == [(driver, "driver")]
+    assert json.loads(got[0].spec)["seed"] == 7 and json.loads(got[0].spec)["workflow_id"] == wid
+    (job,) = submit(q, py_spec(1))
+    got, _ = q.tx(lambda c, w: claims.claim(c, pid, 1, q.now, skip_locked=q.db.is_postgres))
+    assert [g.id for g in got] == [job]  # the running driver took no compute slot
+
+
+def test_commands_replay_and_refuse_a_different_call(q: Q) -> None:
+    wid, _ = new_workflow(q)
+    cmd = Command(0, Kind.SUBMIT, "f.submit", "aa" * 8)
+    (first,) = record(q, wid, (cmd, submitter(q, wid, py_spec(1))))
+    (again,) = record(q, wid, (cmd, submitter(q, wid, py_spec(1))))
+    assert first == again and len(first["ids"]) == 1  # a resent command submits nothing new
+    other = Command(0, Kind.SUBMIT, "g.submit", "bb" * 8)
+    with pytest.raises(Conflict, match=r"NonDeterminismError.*f\.submit.*g\.submit"):
+        record(q, wid, (other, submitter(q, wid, py_spec(2))))
+
+
+def test_retry_cuts_the_record_at_the_first_failure_seen(q: Q) -> None:
+    wid, driver = new_workflow(q)
+    good = Command(0, Kind.SUBMIT, "good.submit", "a1" * 8)
+    bad = Command(1, Kind.SUBMIT, "bad.submit", "b1" * 8)
+    ((g,), (b,)) = [
+        o["ids"]
+        for o in record(
+            q,
+            wid,
+            (good, submitter(q, wid, py_spec(1))),
+            (bad, submitter(q, wid, py_spec(2, max_attempts=1))),
+        )
+    ]
+    pid = q.pilot(slots=1)
+    run_to_end(q, pid, g, AttemptState.SUCCEEDED, 1)
+    run_to_end(q, pid, b, AttemptState.FAILED)
+    record(
+        q,
+        wid,
+        (Command(2, Kind.OBSERVE, "result(good)", "c1" * 8, (g,)), None),
+        (Command(3, Kind.OBSERVE, "result(bad)", "d1" * 8, (b,)), None),
+    )
+    with pytest.raises(Conflict, match="only a failed or cancelled workflow"):
+        q.tx(lambda c, w: wf.retry(c, wid, q.alice, q.now, w))
+    q.tx(lambda c, w: wj.cancel(c, [driver], q.alice, q.now, w))
+    out, _ = q.tx(lambda c, w: wf.retry(c, wid, q.alice, q.now, w))
+    assert out["cut"] == {wid: 3} and out["reset"] == 2  # the bad job and the driver
+    assert q.job(b)["state"] == "queued" and q.job(b)["failures"] == 0
+    assert q.job(g)["state"] == "succeeded"
+    with q.db.read() as conn:
+        data = wf.replay_data(conn, wid, q.alice)
+    assert [c["stale"] for c in data["commands"]] == [False, False, False, True]
+    assert set(data["results"]) == {g}  # a re-run driver sees only what still holds
+
+
+def test_a_stale_tail_is_adopted_when_the_same_and_dropped_when_not(q: Q) -> None:
+    wid, _ = new_workflow(q)
+    (a,) = record(q, wid, (Command(0, Kind.SUBMIT, "a", "a2" * 8), submitter(q, wid, py_spec(1))))[
+        0
+    ]["ids"]
+    record(q, wid, (Command(1, Kind.OBSERVE, "result(a)", "b2" * 8, (a,)), None))
+    (later,) = record(
+        q, wid, (Command(2, Kind.SUBMIT, "x", "c2" * 8), submitter(q, wid, py_spec(2)))
+    )[0]["ids"]
+    (extra,) = record(
+        q, wid, (Command(3, Kind.SUBMIT, "y", "e2" * 8), submitter(q, wid, py_spec(3)))
+    )[0]["ids"]
+    with q.db.write() as conn:
+        log.cut(conn, wid, {a})
+    # The same observation at step 1 takes its new outcome; step 2 is the same submit: kept.
+    (seen,) = record(q, wid, (Command(1, Kind.OBSERVE, "result(a)", "b2" * 8, ()), None))
+    assert seen == {"ids": []}
+    with q.db.read() as conn:
+        assert [r.stale for r in log.read_log(conn, wid)] == [False, False, True, True]
+    (same,) = record(
+        q, wid, (Command(2, Kind.SUBMIT, "x", "c2" * 8), submitter(q, wid, py_spec(9)))
+    )
+    assert same["ids"] == [later]
+    # Step 3 takes another path: the stale tail is dropped and its unfinished job cancelled.
+    (other,) = record(
+        q, wid, (Command(3, Kind.SUBMIT, "z", "f2" * 8), submitter(q, wid, py_spec(4)))
+    )
+    assert other["ids"] != [extra]
+    assert q.job(extra)["state"] == "cancelled" and q.job(later)["state"] == "queued"
+    with q.db.read() as conn:
+        assert [r.stale for r in log.read_log(conn, wid)] == [False] * 4
+
+
+def test_suspended_jobs_are_not_dispatched_until_resumed(q: Q) -> None:
+    wid, _ = new_workflow(q)
+    (job,) = record(
+        q, wid, (Command(0, Kind.SUBMIT, "a", "a3" * 8), submitter(q, wid, py_spec(1)))
+    )[0]["ids"]
+    q.tx(lambda c, w: wf.set_suspended(c, wid, q.alice, True, q.now, w))
+    pid = q.pilot()
+    assert q.claim(pid) == []
+    with q.db.read() as conn:
+        assert wf.get(conn, wid, q.alice)["state"] == "suspended"
+    _, wake = q.tx(lambda c, w: wf.set_suspended(c, wid, q.alice, False, q.now, w))
+    assert "queue:default" in wake.now
+    assert [c.id for c in q.claim(pid) or []] == [job]
+
+
+def test_cancelling_a_workflow_cancels_its_tree(q: Q) -> None:
+    wid, driver = new_workflow(q)
+    (job,) = record(
+        q, wid, (Command(0, Kind.SUBMIT, "a", "a4" * 8), submitter(q, wid, py_spec(1)))
+    )[0]["ids"]
+    child_spec = wf.WorkflowSpec(
+        name="child", function={"module": "m", "qualname": "c"}, kwargs="{}"
+    )
+    (_, child_driver), _ = q.tx(
+        lambda c, w: wf.create(c, q.alice, child_spec, q.now, w, parent_id=wid)
+    )
+    n, _ = q.tx(lambda c, w: wf.cancel(c, wid, q.alice, q.now, w))
+    assert n == 3
+    for j in (driver, job, child_driver):
+        assert q.job(j)["state"] == "cancelled"
+    with q.db.read() as conn:
+        status = wf.status(conn, wid, q.alice)
+        assert status["state"] == "cancelled" and status["children"][0]["state"] == "cancelled"
+        assert status["counts"] == {"cancelled": 3}
+        with pytest.raises(NotFound):
+            wf.get(conn, wid, q.bob)
+
+
+def test_driver_tokens_are_signed_and_die_with_their_attempt(q: Q) -> None:
+    with q.db.write() as conn:
+        key = auth.driver_secret(conn)
+        assert auth.driver_secret(conn) == key  # one key per database
+    token = auth.driver_token(key, 5, 2)
+    assert auth.parse_driver_token(key, token) == (5, 2)
+    forged = token[:-1] + ("1" if token[-1] == "0" else "0")
+    assert auth.parse_driver_token(key, forged) is None
+    assert auth.parse_driver_token(key, token.replace("_2_", "_3_")) is None  # another attempt
+    _, driver = new_workflow(q)
+    info = pilots.PilotInfo("d", "host", ("default",), (), 1, 1000, (), 1, driver_slots=1)
+    pid, _ = q.tx(lambda c, w: pilots.register(c, q.token_id, info, q.now))
+    (got,), _ = q.tx(
+        lambda c, w: claims.claim(c, pid, 0, q.now, skip_locked=q.db.is_postgres, max_drivers=1)
+    )
+    live = auth.driver_token(key, driver, got.attempt)
+    with q.db.read() as conn:
+        who = auth.lookup_driver(conn, key, live)
+        assert who is not None and who.user_id == q.alice and who.role is auth.Role.DRIVER
+        assert (
+            auth.lookup_driver(conn, key, auth.driver_token(key, driver, got.attempt + 1)) is None
+        )
+    q.report(pid, Report(driver, got.attempt, AttemptState.SUCCEEDED, result="1"))
+    with q.db.read() as conn:
+        assert auth.lookup_driver(conn, key, live) is None
+    assert q.job(driver)["state"] == JobState.SUCCEEDED

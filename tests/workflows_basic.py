@@ -1,0 +1,162 @@
+"""Workflows the end-to-end tests submit (shipped to pilots in the tests/ sandbox)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pilotwave as pw
+
+
+@pw.job
+def double(x: int) -> int:
+    return 2 * x
+
+
+@pw.job
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@pw.job
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@pw.job
+def count_to(n: int) -> list[int]:
+    return list(range(n))
+
+
+@pw.job
+def mark(path: str, tag: str, value: int = 0, sleep_s: float = 0.0) -> int:
+    """Append ``tag`` to a file shared with the test (which counts runs), then return ``value``."""
+    time.sleep(sleep_s)
+    with open(path, "a") as f:
+        f.write(tag + "\n")
+    return value
+
+
+@pw.job(max_attempts=1)
+def needs_file(path: str) -> int:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"input {path} is missing")
+    return int(Path(path).read_text())
+
+
+@pw.job(max_attempts=1)
+def explode(message: str) -> int:
+    raise ValueError(message)
+
+
+@pw.job
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pw.workflow
+def diamond(x: int = 1) -> dict:
+    a = double.submit(x)
+    b = double.submit(a)  # futures as arguments: released by the server, no driver round trip
+    c = add.submit(a, 10)
+    d = add.submit(b, c)
+    return {"d": d.result(), "seeded": pw.seed() > 0}
+
+
+@pw.workflow
+def branch(x: int) -> str:
+    return "big" if double.submit(x).result() > 10 else "small"
+
+
+@pw.workflow
+def loop(target: int) -> dict:
+    value, rounds = 1, 0
+    while value < target:
+        value = double.submit(value).result()
+        rounds += 1
+    return {"value": value, "rounds": rounds}
+
+
+@pw.workflow
+def fan_out(n: int) -> dict:
+    items = count_to.submit(n).result()
+    squares = double.map(items)
+    first = [f.result() for f in pw.as_completed(squares)]
+    return {"total": total.submit([f for f in squares]).result(), "seen": sorted(first)}
+
+
+@pw.workflow
+def child(x: int) -> int:
+    return add.submit(x, 1).result()
+
+
+@pw.workflow
+def polymorphic(x: int) -> dict:
+    py = double.submit(x)
+    sh = pw.shell(["sh", "-c", f"echo shell says {x}"])
+    nested = child.submit(x=x)
+    both = add.submit(py, nested)  # a nested workflow's result passed on as a future
+    return {
+        "python": py.result(),
+        "shell": sh.result()["stdout_tail"].strip(),
+        "nested": nested.result(),
+        "both": both.result(),
+    }
+
+
+@pw.workflow
+def takes_functions(fn: pw.JobFunction, flow: pw.WorkflowFunction, x: int) -> list[int]:
+    return [fn.submit(x).result(), flow.submit(x=x).result()]
+
+
+@pw.workflow
+def fails(message: str) -> int:
+    a = double.submit(1)
+    b = explode.submit(message)
+    c = add.submit(a, b)  # cancelled with upstream_failed
+    return c.result()
+
+
+@pw.workflow
+def fixable(log: str, path: str) -> int:
+    a = mark.submit(log, "a", 1)
+    b = needs_file.submit(path)
+    c = add.submit(a, b)
+    return mark.submit(log, "d", c.result()).result()
+
+
+@pw.workflow
+def crashes_once(log: str, marker: str) -> int:
+    """Kills its own driver process after the second step, once: the re-run must replay."""
+    a = mark.submit(log, "a", 1).result()
+    b = mark.submit(log, "b", a + 1).result()
+    if not os.path.exists(marker):
+        Path(marker).write_text("crashed")
+        os._exit(3)
+    return mark.submit(log, "c", b + 1).result()
+
+
+@pw.workflow
+def nondeterministic(marker: str) -> int:
+    """Submits a different job on its second run: replay must refuse it."""
+    first_run = not os.path.exists(marker)
+    if first_run:
+        Path(marker).write_text("ran")
+        double.submit(1)
+        os._exit(3)
+    return add.submit(1, 1).result()
+
+
+@pw.workflow
+def chain(log: str, steps: int, sleep_s: float) -> int:
+    value = 0
+    for i in range(steps):
+        value = mark.submit(log, f"step{i}", value + 1, sleep_s).result()
+    return value
+
+
+@pw.workflow
+def sleepers(n: int, seconds: float) -> list[float]:
+    return [f.result() for f in sleep_for.map([seconds] * n)]
