@@ -391,3 +391,65 @@ def test_bad_user_names_and_duplicate_users_are_refused(api: Api) -> None:
         api.post("/api/v1/admin/tokens", {"user": "dave", "role": "pilot"}).json()["field"]
         == "queues"
     )
+
+
+FLOW = {"function": {"module": "flows", "qualname": "flow"}, "kwargs": {"n": 1}}
+
+
+def _claim_driver(api: Api, ptok: str) -> tuple[str, dict[str, Any]]:
+    pid = api.pilot(ptok, driver_slots=1)
+    r = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 0, "max_drivers": 1}, token=ptok)
+    (job,) = r.json()["jobs"]
+    return pid, job
+
+
+def test_workflows_are_validated_owned_and_404_when_unknown(api: Api) -> None:
+    alice, bob = api.token("alice"), api.token("bob")
+    r = api.post("/api/v1/workflows", {"function": {"qualname": "f"}}, token=alice)
+    assert r.status_code == 422 and "module" in r.json()["detail"]
+    r = api.post("/api/v1/workflows", {**FLOW, "queue": "no spaces"}, token=alice)
+    assert r.status_code == 422 and r.json()["field"] == "queue"
+    r = api.post("/api/v1/workflows", {**FLOW, "kwargs": {"x": "y" * 2_000_000}}, token=alice)
+    assert r.status_code == 413
+    wid = api.post("/api/v1/workflows", FLOW, token=alice).json()["id"]
+    assert api.get(f"/api/v1/workflows/{wid}", token=alice).json()["state"] == "running"
+    for path in ("", "/events", "/commands"):
+        assert api.get(f"/api/v1/workflows/{wid}{path}", token=bob).status_code == 404
+    for op in ("cancel", "suspend", "resume", "retry"):
+        assert api.post(f"/api/v1/workflows/{wid}/{op}", token=bob).status_code == 404
+    assert api.get("/api/v1/workflows/424242", token=alice).status_code == 404
+    assert [w["id"] for w in api.get("/api/v1/workflows", token=bob).json()["workflows"]] == []
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    assert api.post("/api/v1/workflows", FLOW, token=ptok).status_code == 403
+
+
+def test_only_the_current_driver_attempt_records_commands(api: Api) -> None:
+    alice = api.token("alice")
+    wid = api.post("/api/v1/workflows", FLOW, token=alice).json()["id"]
+    cmd = {"seq": 0, "kind": "observe", "call": "wait", "fingerprint": "ab" * 16, "observed": []}
+    assert (
+        api.post(f"/api/v1/workflows/{wid}/commands", {"commands": [cmd]}, token=alice).status_code
+        == 403
+    )
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    pid, job = _claim_driver(api, ptok)
+    driver = job["token"]
+    assert job["kind"] == "driver" and driver.startswith("pwd_")
+    ok = api.post(f"/api/v1/workflows/{wid}/commands", {"commands": [cmd]}, token=driver)
+    assert ok.status_code == 200 and ok.json()["outcomes"] == [{"ids": []}]
+    bad = {**cmd, "kind": "submit"}  # a submit without jobs
+    r = api.post(f"/api/v1/workflows/{wid}/commands", {"commands": [bad]}, token=driver)
+    assert r.status_code == 422
+    forged = driver[:-1] + ("1" if driver[-1] == "0" else "0")
+    assert (
+        api.post(f"/api/v1/workflows/{wid}/commands", {"commands": [cmd]}, token=forged).status_code
+        == 401
+    )
+    # The attempt ends (its pilot hands it back): its token is fenced out.
+    report = {"job_id": job["id"], "attempt": job["attempt"], "outcome": "killed", "error": "drain"}
+    api.post(f"/api/v1/pilots/{pid}/attempts/{job['id']}/{job['attempt']}", report, token=ptok)
+    late = {**cmd, "seq": 1}
+    r = api.post(f"/api/v1/workflows/{wid}/commands", {"commands": [late]}, token=driver)
+    assert r.status_code in (401, 409)
+    log = api.get(f"/api/v1/workflows/{wid}/commands", token=alice).json()
+    assert [c["seq"] for c in log["commands"]] == [0]

@@ -120,8 +120,12 @@ class JobFunction(Generic[P, R]):
             spec["sandbox"] = client.sandbox_for(root)
         return spec
 
-    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future:
-        """Run on a pilot; returns a ``Future`` at once.  Futures among the arguments are waited for."""
+    def submit(self, *args: Any, **kwargs: Any) -> Future:
+        """Run on a pilot; returns a ``Future`` at once.
+
+        Arguments may be futures (or runs), also inside lists and dicts: the job waits for
+        them on the server and receives their results in their place.
+        """
         return self._submit([(args, kwargs)], "submit")[0]
 
     def map(self, *iterables: Iterable[Any]) -> list[Future]:
