@@ -66,6 +66,15 @@ def test_polymorphic_work_python_shell_and_nested_workflow(cluster: Any) -> None
     assert status["counts"]["succeeded"] == 6  # double, shell, add, child's add, two drivers
 
 
+def test_done_and_state_answer_without_waiting_in_a_driver(cluster: Any) -> None:
+    assert wb.peek.submit(seconds=1.0).result(timeout=60) == [
+        False,
+        "unfinished",
+        True,
+        "succeeded",
+    ]
+
+
 def test_job_and_workflow_functions_travel_as_arguments(cluster: Any) -> None:
     run = wb.takes_functions.submit(fn=wb.double, flow=wb.child, x=4)
     assert run.result(timeout=60) == [8, 5]

@@ -160,3 +160,12 @@ def chain(log: str, steps: int, sleep_s: float) -> int:
 @pw.workflow
 def sleepers(n: int, seconds: float) -> list[float]:
     return [f.result() for f in sleep_for.map([seconds] * n)]
+
+
+@pw.workflow
+def peek(seconds: float) -> list[object]:
+    """done() and state() in a driver are recorded: a replay sees the same answers."""
+    f = sleep_for.submit(seconds)
+    before = [f.done(), f.state()]
+    f.result()
+    return [*before, f.done(), f.state()]

@@ -155,13 +155,16 @@ class DriverContext:
         """Batches of jobs as they become final, until all are or ``timeout`` passes; survives restarts."""
         pending = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
-        retry = 0.1
+        retry, asked = 0.1, False
         while pending:
             remaining = _STREAM_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and asked:
                 return
+            asked = True  # a zero timeout still asks once for what is final already
             try:
-                for batch in self.client.watch(sorted(pending), min(remaining, _STREAM_S)):
+                for batch in self.client.watch(
+                    sorted(pending), max(0.0, min(remaining, _STREAM_S))
+                ):
                     batch = {i: v for i, v in batch.items() if i in pending}
                     if batch:
                         self.results.update(batch)
