@@ -66,6 +66,15 @@ def test_polymorphic_work_python_shell_and_nested_workflow(cluster: Any) -> None
     assert status["counts"]["succeeded"] == 6  # double, shell, add, child's add, two drivers
 
 
+def test_jobs_left_running_when_the_workflow_ends_are_cancelled(cluster: Any) -> None:
+    client = cluster.client()
+    run = wb.returns_early.submit(seconds=60)
+    assert run.result(timeout=60) == 4
+    (sleeper,) = [j for j in compute_jobs(client, run) if j["name"] == "sleep_for"]
+    job = client.job(sleeper["id"])
+    assert job["state"] == "cancelled" and job["error"] == f"workflow {run.id} succeeded"
+
+
 def test_done_and_state_answer_without_waiting_in_a_driver(cluster: Any) -> None:
     assert wb.peek.submit(seconds=1.0).result(timeout=60) == [
         False,

@@ -169,3 +169,10 @@ def peek(seconds: float) -> list[object]:
     before = [f.done(), f.state()]
     f.result()
     return [*before, f.done(), f.state()]
+
+
+@pw.workflow
+def returns_early(seconds: float) -> int:
+    """Returns while a job it submitted still runs: that job is not needed any more."""
+    sleep_for.submit(seconds)
+    return double.submit(2).result()

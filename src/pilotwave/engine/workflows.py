@@ -451,3 +451,24 @@ def story(conn: Connection, wid: int, owner_id: int | None) -> list[dict[str, An
         .order_by(events_table.c.id)
     )
     return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def _leftovers_cancelled(
+    conn: Connection, finals: list[deps.Final], now: float, wake: Wakeups
+) -> None:
+    """A workflow whose driver ended (returned, failed, was cancelled) stops its unfinished jobs.
+
+    Jobs it submitted and no longer waits for would otherwise run for nobody; a ``retry``
+    resets them with the rest.
+    """
+    for f in finals:
+        if f.kind != JobKind.DRIVER or f.workflow_id is None:
+            continue
+        live = [r.id for r in _live_jobs(conn, subtree(conn, f.workflow_id)) if r.id != f.id]
+        if live:
+            wms_jobs.cancel(
+                conn, live, None, now, wake, reason=f"workflow {f.workflow_id} {f.state.value}"
+            )
+
+
+deps.FINAL_HOOKS.append(_leftovers_cancelled)

@@ -80,6 +80,8 @@ JOB_FOR_ENDING = (
     jobs.c.failures,
     jobs.c.max_attempts,
     jobs.c.queue,
+    jobs.c.kind,
+    jobs.c.workflow_id,
 )
 
 # Prepared once: the hot path (one report per finished job) builds no SQL expressions.
@@ -202,7 +204,7 @@ class Endings:
         max_rss_mb: float | None = None,
         result: str | None = None,
     ) -> JobState:
-        """End attempt ``number`` of ``job`` (a row with id, state, failures, max_attempts, queue)."""
+        """End attempt ``number`` of ``job`` (a row with the ``JOB_FOR_ENDING`` columns)."""
         now = self.now
         self._attempts.append(
             {
@@ -250,7 +252,13 @@ class Endings:
         elif final:
             self.wake.add(job_topic(job.id))
             self._finals.append(
-                deps.Final(job.id, decision.state, None if succeeded else (error or end.reason))
+                deps.Final(
+                    job.id,
+                    decision.state,
+                    None if succeeded else (error or end.reason),
+                    kind=job.kind,
+                    workflow_id=job.workflow_id,
+                )
             )
         self._events.append(
             event(

@@ -13,7 +13,7 @@ escaped, so ``{"$pw_future":12}`` can only match a real placeholder object.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,15 @@ class Final:
     id: int
     state: JobState
     error: str | None = None
+    kind: str = ""
+    workflow_id: int | None = None
+
+
+FinalHook = Callable[[Connection, list[Final], float, Wakeups], None]
+
+# Called in the same transaction after dependents are settled.  The workflow engine adds
+# one when it is imported (the server imports it): the queue knows nothing of workflows.
+FINAL_HOOKS: list[FinalHook] = []
 
 
 def lock_upstreams(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
@@ -81,6 +90,8 @@ def after_final(conn: Connection, finals: list[Final], now: float, wake: Wakeups
         _release(conn, succeeded, now, wake)
     if failed:
         _cancel_dependents(conn, failed, now, wake)
+    for hook in FINAL_HOOKS:
+        hook(conn, finals, now, wake)
 
 
 def _dependents(conn: Connection, upstream: list[int]) -> list[Any]:

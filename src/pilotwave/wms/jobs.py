@@ -253,7 +253,15 @@ def cancel(
 ) -> list[int]:
     """Cancel jobs that are not final yet; running attempts get a kill command. Returns those cancelled."""
     rows = conn.execute(
-        sa.select(jobs.c.id, jobs.c.state, jobs.c.pilot_id, jobs.c.attempts, jobs.c.queue)
+        sa.select(
+            jobs.c.id,
+            jobs.c.state,
+            jobs.c.pilot_id,
+            jobs.c.attempts,
+            jobs.c.queue,
+            jobs.c.kind,
+            jobs.c.workflow_id,
+        )
         .where(jobs.c.id.in_(ids), _visible(owner_id))
         .with_for_update()
     ).all()
