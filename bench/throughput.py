@@ -46,6 +46,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_jobs import noop, noop_plain  # noqa: E402
+from stats import fmt, percentile  # noqa: E402
 
 import pilotwave as pw  # noqa: E402
 from pilotwave.provision.local import LocalCluster  # noqa: E402
@@ -74,17 +75,6 @@ class Result:
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / self.wall_s if self.wall_s > 0 else float("nan")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100) of a non-empty sequence."""
-    xs = sorted(values)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def chunks(n: int, size: int) -> Iterable[range]:
@@ -277,10 +267,6 @@ def run_dask(n: int, workers: int, timeout_s: float) -> Result:
 # -- report ------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def report(results: Sequence[Result], backends: Sequence[str]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -310,8 +296,8 @@ def report(results: Sequence[Result], backends: Sequence[str]) -> None:
             f"{r.jobs_per_s:.1f}",
             f"{r.p50_ms:.0f}",
             f"{r.p99_ms:.0f}",
-            _fmt(r.srv_p50_ms, ".0f"),
-            _fmt(r.srv_p99_ms, ".0f"),
+            fmt(r.srv_p50_ms, ".0f"),
+            fmt(r.srv_p99_ms, ".0f"),
             f"{r.server_rss_mb:.0f}",
             f"{r.workers_rss_mb:.0f}",
         )

@@ -341,3 +341,19 @@ def test_driver_tokens_are_signed_and_die_with_their_attempt(q: Q) -> None:
     with q.db.read() as conn:
         assert auth.lookup_driver(conn, key, live) is None
     assert q.job(driver)["state"] == JobState.SUCCEEDED
+
+
+def test_a_claim_that_leaves_locked_candidates_wakes_the_claims_that_skipped_them(q: Q) -> None:
+    submit(q, py_spec(1), py_spec(2), py_spec(3))
+    pid = q.pilot(slots=1)
+    got, wake = q.tx(
+        lambda c, w: claims.claim(c, pid, 1, q.now, skip_locked=q.db.is_postgres, wake=w)
+    )
+    assert len(got) == 1
+    # Only PostgreSQL locks rows that other claims then skip; SQLite serializes claims.
+    assert ("queue:default" in wake.now) == q.db.is_postgres
+    other = q.pilot(slots=2)
+    _, wake = q.tx(
+        lambda c, w: claims.claim(c, other, 5, q.now, skip_locked=q.db.is_postgres, wake=w)
+    )
+    assert "queue:default" not in wake.now  # it took everything left

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import workflows_basic as wb
-from conftest import wait_for
+from conftest import running_cluster, wait_for
 
 import pilotwave as pw
 
@@ -204,3 +204,20 @@ def test_workflow_operations_on_unknown_or_final_workflows(cluster: Any) -> None
     with pytest.raises(pw.ApiError) as err:
         run.suspend()
     assert err.value.status == 409
+
+
+def test_drivers_run_in_their_own_slots_beside_busy_job_slots(pw_home: Path) -> None:
+    with running_cluster(pw_home, pilots=1, slots=1) as c:
+        client = c.client()
+        long_job = wb.sleep_for.submit(4.0)
+        wait_for(lambda: client.job(long_job.id)["state"] == "running", what="the long job")
+        run = wb.diamond.submit(x=1)
+        # The driver starts while the only job slot is busy; its jobs wait for that slot.
+        driver = wait_for(
+            lambda: (j := client.job(run.future.id))["state"] == "running" and j,
+            what="the driver to start",
+        )
+        assert client.job(long_job.id)["state"] == "running"
+        assert run.result(timeout=60) == {"d": 16, "seeded": True}
+        finished = client.job(long_job.id)["finished_at"]
+        assert driver["attempt_history"][0]["started_at"] < finished

@@ -92,8 +92,12 @@ def decide(workflow_id: int, cmd: Command, rec: Recorded | None) -> Step:
     return Step.ADOPT if same else Step.TRUNCATE
 
 
-def read_log(conn: Connection, workflow_id: int) -> list[Recorded]:
-    q = sa.select(commands).where(commands.c.workflow_id == workflow_id).order_by(commands.c.seq)
+def read_log(conn: Connection, workflow_id: int, from_seq: int = 0) -> list[Recorded]:
+    q = (
+        sa.select(commands)
+        .where(commands.c.workflow_id == workflow_id, commands.c.seq >= from_seq)
+        .order_by(commands.c.seq)
+    )
     return [
         Recorded(r.seq, r.kind, r.call, r.fingerprint, json.loads(r.outcome), r.stale)
         for r in conn.execute(q)
@@ -167,9 +171,7 @@ def _drop_tail(
     conn: Connection, workflow_id: int, owner_id: int, seq: int, now: float, wake: Wakeups
 ) -> None:
     """Delete stale records from ``seq`` on; jobs only they submitted are cancelled."""
-    tail = [
-        r for r in read_log(conn, workflow_id) if r.seq >= seq and r.stale and r.kind == Kind.SUBMIT
-    ]
+    tail = [r for r in read_log(conn, workflow_id, seq) if r.stale and r.kind == Kind.SUBMIT]
     orphans = [i for r in tail for i in r.outcome.get("ids", [])]
     conn.execute(
         commands.delete().where(commands.c.workflow_id == workflow_id, commands.c.seq >= seq)

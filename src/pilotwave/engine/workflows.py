@@ -456,13 +456,13 @@ def story(conn: Connection, wid: int, owner_id: int | None) -> list[dict[str, An
 def _leftovers_cancelled(
     conn: Connection, finals: list[deps.Final], now: float, wake: Wakeups
 ) -> None:
-    """A workflow whose driver ended (returned, failed, was cancelled) stops its unfinished jobs.
+    """A workflow whose driver returned (or was cancelled) stops the jobs it left unfinished.
 
-    Jobs it submitted and no longer waits for would otherwise run for nobody; a ``retry``
-    resets them with the rest.
+    Nobody waits for them any more.  A *failed* workflow leaves them be: what they produce
+    is reused by a ``retry`` (``pilotwave cancel`` stops them).
     """
     for f in finals:
-        if f.kind != JobKind.DRIVER or f.workflow_id is None:
+        if f.kind != JobKind.DRIVER or f.workflow_id is None or f.state is JobState.FAILED:
             continue
         live = [r.id for r in _live_jobs(conn, subtree(conn, f.workflow_id)) if r.id != f.id]
         if live:

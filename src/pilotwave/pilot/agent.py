@@ -122,7 +122,8 @@ class Pilot:
             / "sandboxes"
         )
         self.sandboxes = SandboxCache(cache, self.api.blob)
-        self.pool = WorkerPool(self.workdir, max_idle=cfg.slots)
+        # Idle drivers' workers must not push out warm job workers.
+        self.pool = WorkerPool(self.workdir, max_idle=cfg.slots + cfg.driver_slots)
         self.runners = ThreadPoolExecutor(
             max_workers=cfg.slots + cfg.driver_slots, thread_name_prefix="runner"
         )
@@ -133,6 +134,8 @@ class Pilot:
         self.tasks: dict[tuple[int, int], Task] = {}
         self.reports: list[dict[str, Any]] = []
         self.claim_in_flight = False
+        self.claim_parks = False  # the claim in flight cannot return before a report frees a slot
+        self.queue_dry = False  # the last claim found nothing waiting and had to park
         self.claim_sent = 0.0
         self.claiming = True
         self.last_claim_seq = 0
@@ -291,7 +294,11 @@ class Pilot:
                     # taken only if there are some now (a parked claim could wake much later,
                     # when holding a job no longer pays).
                     hold_ahead = free > 0 and not self.nothing_ahead
-                    if self.reports or idle_slots > 0 or idle_drivers > 0 or hold_ahead:
+                    # With every job slot busy, wait on the server for drivers only once a job
+                    # runs long: while jobs are short, the next claim comes within moments and
+                    # asks for drivers too (a parked claim would cost each job a separate report).
+                    park_for_drivers = idle_drivers > 0 and self._running_long()
+                    if self.reports or idle_slots > 0 or park_for_drivers or hold_ahead:
                         break
                     self.changed.wait()
                 reports, self.reports = self.reports, []
@@ -301,19 +308,20 @@ class Pilot:
                 prefetch = True
                 if idle_slots > 0:
                     wait = CLAIM_WAIT_S
-                elif hold_ahead or not idle_drivers:
+                elif hold_ahead or not park_for_drivers:
                     wait = 0.0
                 else:
                     # Parked for drivers only: compute jobs only for slots the server sees free
                     # when it wakes this claim (a finished job's report frees one).
                     wait, free, prefetch = CLAIM_WAIT_S, self.cfg.slots, False
+                self.claim_parks = wait > 0 and idle_slots <= 0
                 self.claim_in_flight = wait > 0  # it may be parked on the server
                 self.claim_sent = time.monotonic()
             if self.cfg.idle_exit_s is not None and wait > 0:
                 left = self.cfg.idle_exit_s - idle_for
                 if left <= 0 and not reports:
                     with self.changed:
-                        self.claim_in_flight = False
+                        self.claim_in_flight = self.claim_parks = False
                         idle = not self._running()
                     if idle:
                         log.info("idle for %gs: exiting", self.cfg.idle_exit_s)
@@ -325,7 +333,7 @@ class Pilot:
             except PilotwaveError as exc:
                 with self.changed:
                     self.reports = reports + self.reports
-                    self.claim_in_flight = False
+                    self.claim_in_flight = self.claim_parks = False
                 log.warning("claim failed (%s); retrying in %.1fs", exc, backoff)
                 self.stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -333,8 +341,11 @@ class Pilot:
             backoff = 0.2
             self._acked(reports, resp["acks"])
             with self.changed:
-                self.claim_in_flight = False
+                self.claim_in_flight = self.claim_parks = False
                 self.nothing_ahead = not resp["jobs"] and idle_slots <= 0
+                # Work arrives one job at a time (a chain, a driver's loop): the next claim
+                # will wait on the server, so reports must not wait for it.
+                self.queue_dry = bool(resp.get("parked")) or (wait > 0 and not resp["jobs"])
                 drivers_now = []
                 for job in resp["jobs"]:
                     task = Task(job, self.workdir / "jobs" / f"{job['id']}-{job['attempt']}")
@@ -372,6 +383,15 @@ class Pilot:
         ):
             return 0
         return self.cfg.prefetch
+
+    def _running_long(self) -> bool:
+        """Whether a job in a job slot has run longer than a short job (call with the lock held)."""
+        now = time.monotonic()
+        return any(
+            t.started is not None and now - t.started > self.cfg.prefetch_below_s
+            for t in self.tasks.values()
+            if t.state == "running" and not t.driver
+        )
 
     def _dispatch(self) -> None:
         """Start waiting tasks, in claim order, while this machine has room for them."""
@@ -427,8 +447,8 @@ class Pilot:
                 while True:
                     if self.stopped.is_set() and not self.reports:
                         return
-                    if self.reports and not self.claiming:
-                        break
+                    if self.reports and (not self.claiming or self.claim_parks or self.queue_dry):
+                        break  # no claim will carry them soon
                     if self.reports and self.claim_in_flight:
                         parked_in = self.claim_sent + PARKED_AFTER_S - time.monotonic()
                         if parked_in <= 0:
@@ -521,8 +541,10 @@ class Pilot:
     def _monitor_loop(self) -> None:
         while not self.stopped.wait(MONITOR_PERIOD_S):
             now = time.monotonic()
-            with self.lock:
+            with self.changed:
                 running = [t for t in self.tasks.values() if t.state == "running"]
+                if running:
+                    self.changed.notify_all()  # a job may have become long: claim drivers
             for t in running:
                 if t.deadline is not None and now > t.deadline:
                     log.info("walltime exceeded job=%s", t.job["id"])

@@ -49,9 +49,12 @@ class Future:
         drv = self._driver
 
         def live() -> list[int]:
+            # Read the stream to its end (it ends once the job is final) so that the
+            # connection is reused for the driver's next request.
+            seen: list[int] = []
             for batch in drv.watch([self.id], 0.0 if zero_wait else timeout):
-                return list(batch)
-            return []
+                seen += batch
+            return seen
 
         if self.id in drv.observe(f"{kind}({self.name})", [self.id], kind, live):
             final = drv.final_of(self.id)

@@ -114,6 +114,8 @@ jobs = sa.Table(
 # Claims scan queued jobs in rank order (priority DESC, id), for one queue or for pilots serving all.
 sa.Index("ix_jobs_claim_queue", jobs.c.state, jobs.c.queue, jobs.c.priority.desc(), jobs.c.id)
 sa.Index("ix_jobs_claim_any", jobs.c.state, jobs.c.priority.desc(), jobs.c.id)
+# Drivers are claimed for their own slots: found without scanning the queued compute jobs.
+sa.Index("ix_jobs_claim_driver", jobs.c.kind, jobs.c.state, jobs.c.priority.desc(), jobs.c.id)
 
 attempts = sa.Table(
     "attempts",

@@ -2,9 +2,10 @@
 
 The server, not the pilot, accounts for what a pilot is running (its ``running``
 attempts), so a claim needs no resource report and can never overcommit a pilot even if
-a response was lost.  On PostgreSQL candidate rows are locked with ``FOR UPDATE SKIP
-LOCKED`` so concurrent claims never wait on, or take, the same job; on SQLite the single
-writer lock serializes claims.
+a response was lost.  On PostgreSQL candidate rows are locked with ``FOR NO KEY UPDATE
+SKIP LOCKED`` so concurrent claims never wait on, or take, the same job (the ``NO KEY``
+mode does not skip rows that a submission holds ``FOR KEY SHARE`` as upstreams of a new
+job); on SQLite the single writer lock serializes claims.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from pilotwave.wms.errors import NotFound
 from pilotwave.wms.events import event, record
 from pilotwave.wms.matching import Capacity, Demand, Gpu, select
 from pilotwave.wms.states import AttemptState, JobKind, JobState, PilotState
+from pilotwave.wms.wakeups import Wakeups, queue_topic
 
 PAGE = 500
 MAX_PAGES = 5
 _CANDIDATE = [
     jobs.c.id,
+    jobs.c.queue,
     jobs.c.owner_id,
     jobs.c.priority,
     jobs.c.cores,
@@ -87,7 +90,7 @@ def _candidates_query(all_queues: bool, lock: bool) -> Any:
         .limit(_B("size"))
         .offset(_B("offset"))
     )
-    return q.with_for_update(skip_locked=True, of=jobs) if lock else q
+    return q.with_for_update(skip_locked=True, of=jobs, key_share=True) if lock else q
 
 
 _CANDIDATES = {
@@ -108,7 +111,7 @@ def _drivers_query(all_queues: bool, lock: bool) -> Any:
         .order_by(jobs.c.priority.desc(), jobs.c.id)
         .limit(_B("size"))
     )
-    return q.with_for_update(skip_locked=True, of=jobs) if lock else q
+    return q.with_for_update(skip_locked=True, of=jobs, key_share=True) if lock else q
 
 
 _DRIVERS = {(a, lock): _drivers_query(a, lock) for a in (True, False) for lock in (True, False)}
@@ -161,6 +164,7 @@ def claim(
     skip_locked: bool,
     max_drivers: int = 0,
     prefetch: bool = True,
+    wake: Wakeups | None = None,
 ) -> list[Claimed] | None:
     """Move up to ``max_jobs`` fitting queued jobs to ``running`` on this pilot.
 
@@ -170,6 +174,11 @@ def claim(
 
     Returns ``None`` (rather than an empty list) when the pilot may not claim at all
     (draining or exited), so a long-poll stops waiting for work on its behalf.
+
+    On PostgreSQL a claim locks a window of candidates and may take only some; a claim
+    running at the same time skipped them all and may have parked.  So a claim that took
+    jobs and left others in its window wakes their queues once more (a claim that takes
+    nothing wakes no one, so this cannot ping-pong).
     """
     pilot = conn.execute(_PILOT, {"pid": pilot_id}).one_or_none()
     if pilot is None:
@@ -191,9 +200,10 @@ def claim(
         conn.execute(_TOUCH, touch)
         return None if state != PilotState.ACTIVE else []
     capacity, held, drivers_free = free_capacity(conn, pilot)
+    scanned: dict[int, str] = {}  # every candidate locked on the way: id -> queue
     drivers, rows = _pick_drivers(conn, pilot, min(max_drivers, drivers_free), now, skip_locked)
     picked, more_rows = _pick(
-        conn, pilot, capacity, min(max_jobs, capacity.slots), now, skip_locked
+        conn, pilot, capacity, min(max_jobs, capacity.slots), now, skip_locked, scanned=scanned
     )
     rows.update(more_rows)
     ahead = min(max_jobs - len(picked), pilot.slots + pilot.prefetch - held - len(picked))
@@ -217,12 +227,16 @@ def claim(
             skip_locked,
             exclude=set(rows),
             per_job=(pilot.cores, pilot.memory_mb),
+            scanned=scanned,
         )
         picked += more
         rows.update(more_rows)
     if not picked:
         conn.execute(_TOUCH, touch)
         return []
+    left = {q for i, q in scanned.items() if i not in rows}
+    if skip_locked and wake is not None and left:
+        wake.add(*(queue_topic(q) for q in left))
     return _start(conn, pilot, picked, rows, now)
 
 
@@ -235,6 +249,7 @@ def _pick(
     skip_locked: bool,
     exclude: set[int] | None = None,
     per_job: tuple[int, int] | None = None,
+    scanned: dict[int, str] | None = None,
 ) -> tuple[list[tuple[Demand, tuple[int, ...]]], dict[int, Any]]:
     """Scan queued jobs in rank order, a small window first and wider ones when filters reject."""
     picked: list[tuple[Demand, tuple[int, ...]]] = []
@@ -258,6 +273,8 @@ def _pick(
         rows = conn.execute(_CANDIDATES[(every_queue, skip_locked)], params).all()
         fresh = [r for r in rows if not exclude or r.id not in exclude]
         rows_by_id.update((r.id, r) for r in fresh)
+        if scanned is not None:
+            scanned.update((r.id, r.queue) for r in fresh)
         demands = [
             Demand(
                 id=r.id,

@@ -73,12 +73,17 @@ FINAL_HOOKS: list[FinalHook] = []
 
 
 def lock_upstreams(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
-    """Upstream rows, locked so a completion cannot slip between reading and linking them."""
+    """Upstream rows, locked so a completion cannot slip between reading and linking them.
+
+    ``FOR KEY SHARE`` blocks the ``FOR UPDATE`` of a completion or cancellation until the
+    link is committed, but not a claim (``FOR NO KEY UPDATE SKIP LOCKED``): a queued upstream
+    stays claimable while jobs that need it are being submitted.
+    """
     q = sa.select(
         jobs.c.id, jobs.c.owner_id, jobs.c.state, jobs.c.result, jobs.c.error, jobs.c.name
     ).where(jobs.c.id.in_(sorted(set(ids))))
     if conn.dialect.name == "postgresql":
-        q = q.with_for_update()
+        q = q.with_for_update(read=True, key_share=True)
     return {r.id: r for r in conn.execute(q)}
 
 
@@ -95,12 +100,24 @@ def after_final(conn: Connection, finals: list[Final], now: float, wake: Wakeups
 
 
 def _dependents(conn: Connection, upstream: list[int]) -> list[Any]:
-    q = (
-        sa.select(dependencies.c.job_id, dependencies.c.upstream_id)
-        .select_from(dependencies.join(jobs, jobs.c.id == dependencies.c.job_id))
-        .where(dependencies.c.upstream_id.in_(upstream), jobs.c.state == JobState.PENDING)
-    )
-    return list(conn.execute(q))
+    """Links from ``upstream`` jobs to their dependents that still wait (``pending``).
+
+    Two indexed lookups rather than a join: the planner would otherwise scan every pending
+    job, on each completion, to find the few (usually none) that depend on it.
+    """
+    edges = list(conn.execute(_LINKS, {"ids": upstream}))
+    if not edges:
+        return []
+    waiting = set(conn.scalars(_PENDING, {"ids": sorted({e.job_id for e in edges})}))
+    return [e for e in edges if e.job_id in waiting]
+
+
+_LINKS = sa.select(dependencies.c.job_id, dependencies.c.upstream_id).where(
+    dependencies.c.upstream_id.in_(sa.bindparam("ids", expanding=True))
+)
+_PENDING = sa.select(jobs.c.id).where(
+    jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.state == JobState.PENDING
+)
 
 
 def _release(conn: Connection, upstream: list[int], now: float, wake: Wakeups) -> None:

@@ -149,11 +149,15 @@ async def claim(
             skip_locked=core.db.is_postgres,
             max_drivers=body.max_drivers,
             prefetch=body.prefetch,
+            wake=wake,
         )
         return True if got is None else got  # None: it may not claim, stop waiting
 
+    tries = 0
+
     async def attempt() -> list[wms_claims.Claimed] | bool:
-        nonlocal reps
+        nonlocal reps, tries
+        tries += 1
         got = await core.write(run)
         if reps:
             _count(core, reps, acks)
@@ -169,7 +173,9 @@ async def claim(
         core.metrics.claimed.inc(len(claimed))
         for c in claimed:
             core.metrics.queue_wait.observe(c.waited_s)
-    return JSON({"jobs": [_handed(core, c) for c in claimed], "acks": acks})
+    # "parked": nothing was claimable when it came; the pilot's next claim will likely wait
+    # too, so it sends finished jobs' reports at once instead of holding them for that claim.
+    return JSON({"jobs": [_handed(core, c) for c in claimed], "acks": acks, "parked": tries > 1})
 
 
 def _handed(core: Core, c: wms_claims.Claimed) -> dict[str, Any]:

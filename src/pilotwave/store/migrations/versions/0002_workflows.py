@@ -49,11 +49,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workflows")),
         sa.UniqueConstraint("owner_id", "key", name=op.f("uq_workflows_owner_id_key")),
     )
-    with op.batch_alter_table("workflows", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_workflows_owner_id_id"), ["owner_id", "id"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_workflows_parent_id"), ["parent_id"], unique=False)
+    op.create_index(op.f("ix_workflows_owner_id_id"), "workflows", ["owner_id", "id"])
+    op.create_index(op.f("ix_workflows_parent_id"), "workflows", ["parent_id"])
 
     op.create_table(
         "commands",
@@ -84,31 +81,30 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_id", "upstream_id", name=op.f("pk_dependencies")),
     )
-    with op.batch_alter_table("dependencies", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_dependencies_upstream_id"), ["upstream_id"], unique=False
-        )
+    op.create_index(op.f("ix_dependencies_upstream_id"), "dependencies", ["upstream_id"])
 
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "workflow_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
-            )
-        )
-        batch_op.add_column(
-            sa.Column("deps_left", sa.Integer(), server_default="0", nullable=False)
-        )
-        batch_op.add_column(
-            sa.Column("held", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch_op.create_index(
-            batch_op.f("ix_jobs_workflow_id_id"), ["workflow_id", "id"], unique=False
-        )
-
-    with op.batch_alter_table("pilots", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("driver_slots", sa.Integer(), server_default="0", nullable=False)
-        )
+    # Plain ALTER TABLE, not batch mode: on SQLite a batch copies the table and recreates
+    # its indexes from reflection, which loses the DESC of the claim indexes.
+    op.add_column(
+        "jobs",
+        sa.Column(
+            "workflow_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+    )
+    op.add_column("jobs", sa.Column("deps_left", sa.Integer(), server_default="0", nullable=False))
+    op.add_column(
+        "jobs", sa.Column("held", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    op.create_index(op.f("ix_jobs_workflow_id_id"), "jobs", ["workflow_id", "id"])
+    op.create_index(
+        "ix_jobs_claim_driver",
+        "jobs",
+        ["kind", "state", sa.literal_column("priority DESC"), "id"],
+        unique=False,
+    )
+    op.add_column(
+        "pilots", sa.Column("driver_slots", sa.Integer(), server_default="0", nullable=False)
+    )
 
     # ### end Alembic commands ###
 
@@ -118,11 +114,19 @@ def downgrade() -> None:
     with op.batch_alter_table("pilots", schema=None) as batch_op:
         batch_op.drop_column("driver_slots")
 
+    op.drop_index("ix_jobs_claim_driver", table_name="jobs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_workflow_id_id"))
         batch_op.drop_column("held")
         batch_op.drop_column("deps_left")
         batch_op.drop_column("workflow_id")
+    # A batch copy on SQLite recreates indexes without their DESC: restore the claim indexes.
+    for name, cols in (
+        ("ix_jobs_claim_any", ["state"]),
+        ("ix_jobs_claim_queue", ["state", "queue"]),
+    ):
+        op.drop_index(name, table_name="jobs")
+        op.create_index(name, "jobs", [*cols, sa.literal_column("priority DESC"), "id"])
 
     with op.batch_alter_table("dependencies", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_dependencies_upstream_id"))

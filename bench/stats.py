@@ -1,0 +1,21 @@
+"""Small helpers the benchmark scripts share: percentiles and number formatting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in 0..100); NaN for an empty sequence."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def fmt(x: float | None, spec: str) -> str:
+    """``x`` formatted with ``spec``, or "-" when there is no value."""
+    return "-" if x is None else format(x, spec)
