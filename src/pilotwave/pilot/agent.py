@@ -47,6 +47,7 @@ MAX_RESULT_BYTES = 1024 * 1024
 CLAIM_WAIT_S = 20.0
 MONITOR_PERIOD_S = 0.5
 PARKED_AFTER_S = 0.02  # a claim out this long is waiting on the server for work
+DRIVER_ASK_S = 0.1  # a busy pilot asks for workflow drivers this often
 
 
 @dataclass
@@ -136,6 +137,7 @@ class Pilot:
         self.claim_in_flight = False
         self.claim_parks = False  # the claim in flight cannot return before a report frees a slot
         self.queue_dry = False  # the last claim found nothing waiting and had to park
+        self.drivers_asked = 0.0  # when a claim last asked for drivers
         self.claim_sent = 0.0
         self.claiming = True
         self.last_claim_seq = 0
@@ -329,7 +331,14 @@ class Pilot:
                         return
                 wait = max(0.0, min(wait, left))
             try:
-                resp = self.api.claim(free, wait, reports, max(0, idle_drivers), prefetch)
+                # Asking for drivers costs the server a query: a claim that will wait asks
+                # always, a busy pilot's quick claims at most every DRIVER_ASK_S.
+                ask = max(0, idle_drivers)
+                if wait <= 0 and time.monotonic() - self.drivers_asked < DRIVER_ASK_S:
+                    ask = 0
+                elif ask:
+                    self.drivers_asked = time.monotonic()
+                resp = self.api.claim(free, wait, reports, ask, prefetch)
             except PilotwaveError as exc:
                 with self.changed:
                     self.reports = reports + self.reports

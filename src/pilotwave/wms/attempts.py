@@ -82,6 +82,7 @@ JOB_FOR_ENDING = (
     jobs.c.queue,
     jobs.c.kind,
     jobs.c.workflow_id,
+    deps.HAS_DEPENDENTS,
 )
 
 # Prepared once: the hot path (one report per finished job) builds no SQL expressions.
@@ -258,6 +259,7 @@ class Endings:
                     None if succeeded else (error or end.reason),
                     kind=job.kind,
                     workflow_id=job.workflow_id,
+                    has_dependents=job.has_dependents,
                 )
             )
         self._events.append(

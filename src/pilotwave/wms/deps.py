@@ -63,6 +63,12 @@ class Final:
     error: str | None = None
     kind: str = ""
     workflow_id: int | None = None
+    has_dependents: bool = True  # when unsure, look
+
+
+# A column for queries that fetch jobs about to end: whether anything depends on them, so
+# that ending the (many) jobs nothing depends on costs no lookup.
+HAS_DEPENDENTS = sa.exists().where(dependencies.c.upstream_id == jobs.c.id).label("has_dependents")
 
 
 FinalHook = Callable[[Connection, list[Final], float, Wakeups], None]
@@ -89,8 +95,9 @@ def lock_upstreams(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
 
 def after_final(conn: Connection, finals: list[Final], now: float, wake: Wakeups) -> None:
     """Release or cancel the dependents of jobs that just became final (same transaction)."""
-    succeeded = [f.id for f in finals if f.state is JobState.SUCCEEDED]
-    failed = {f.id: f for f in finals if f.state is not JobState.SUCCEEDED}
+    linked = [f for f in finals if f.has_dependents]
+    succeeded = [f.id for f in linked if f.state is JobState.SUCCEEDED]
+    failed = {f.id: f for f in linked if f.state is not JobState.SUCCEEDED}
     if succeeded:
         _release(conn, succeeded, now, wake)
     if failed:

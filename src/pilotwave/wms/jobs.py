@@ -261,6 +261,7 @@ def cancel(
             jobs.c.queue,
             jobs.c.kind,
             jobs.c.workflow_id,
+            deps.HAS_DEPENDENTS,
         )
         .where(jobs.c.id.in_(ids), _visible(owner_id))
         .with_for_update()
