@@ -49,3 +49,34 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-d
 def test_short_database_urls_are_accepted() -> None:
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("/tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_a_database_from_the_previous_release_upgrades_with_its_jobs(db_url: str) -> None:
+    from alembic import command
+
+    db = Database(db_url)
+    cfg = migrate._config()
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text("INSERT INTO users (name, created_at) VALUES ('old', 0)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (owner_id, name, kind, spec, queue, labels, cores, memory_mb,"
+                " gpus, priority, max_attempts, isolate, state, created_at) VALUES"
+                " (1, 'j', 'shell', '{}', 'default', '[]', 1, 0, 0, 0, 3, false, 'queued', 0)"
+            )
+        )
+    migrate.upgrade(db)
+    assert migrate.current_revision(db) == migrate.head_revision()
+    with db.read() as conn:
+        row = conn.execute(sa.text("SELECT state, held, deps_left, workflow_id FROM jobs")).one()
+        assert tuple(row) == ("queued", False, 0, None)
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    if db.dialect == "sqlite":  # the claim indexes keep their DESC through the upgrade
+        with db.read() as conn:
+            sql = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_claim_any'"
+            ).scalar()
+        assert "priority DESC" in sql
