@@ -84,6 +84,23 @@ def test_done_and_state_answer_without_waiting_in_a_driver(cluster: Any) -> None
     ]
 
 
+def test_a_nested_workflow_waits_on_the_server_for_a_future_argument(cluster: Any) -> None:
+    assert wb.feeds_child(x=3) == 7
+    assert wb.feeds_child.submit(x=3).result(timeout=60) == 7
+
+
+def test_a_rolling_window_of_jobs_replays_its_interleaving_after_a_crash(
+    cluster: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "crashed"
+    run = wb.rolling.submit(n=24, parallel=4, marker=str(marker))
+    results = run.result(timeout=90)
+    assert marker.exists() and sorted(results) == list(range(24))
+    assert len(compute_jobs(cluster.client(), run)) == 24  # nothing submitted twice
+    driver = cluster.client().job(run.future.id)
+    assert [a["state"] for a in driver["attempt_history"]] == ["failed", "succeeded"]
+
+
 def test_job_and_workflow_functions_travel_as_arguments(cluster: Any) -> None:
     run = wb.takes_functions.submit(fn=wb.double, flow=wb.child, x=4)
     assert run.result(timeout=60) == [8, 5]

@@ -176,3 +176,38 @@ def returns_early(seconds: float) -> int:
     """Returns while a job it submitted still runs: that job is not needed any more."""
     sleep_for.submit(seconds)
     return double.submit(2).result()
+
+
+@pw.workflow
+def feeds_child(x: int) -> int:
+    """A nested workflow that waits, on the server, for a future among its arguments."""
+    return child.submit(x=double.submit(x)).result()
+
+
+@pw.job
+def jitter(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+@pw.workflow
+def rolling(n: int, parallel: int, marker: str) -> list[int]:
+    """Keeps ``parallel`` jobs in flight and submits the next as each finishes (the HPO shape);
+    its driver crashes once halfway, so the re-run replays an interleaving of waits and submits.
+    """
+    import random
+
+    rng = random.Random(pw.seed())
+    in_flight = [jitter.submit(rng.random() * 0.05, i) for i in range(parallel)]
+    submitted, results = parallel, []
+    while in_flight:
+        done, in_flight = pw.wait(in_flight, return_when=pw.FIRST_COMPLETED)
+        for f in done:
+            results.append(f.result())
+            if submitted < n:
+                in_flight.append(jitter.submit(rng.random() * 0.05, submitted))
+                submitted += 1
+        if len(results) >= n // 2 and not os.path.exists(marker):
+            Path(marker).write_text("crashed")
+            os._exit(3)
+    return results
