@@ -105,3 +105,14 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path: Path, kind
 def test_garbage_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="not a valid archive"):
         sandbox.unpack(b"definitely not a tarball", tmp_path / "x")
+
+
+def test_pilotwave_state_inside_the_project_is_not_packed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flow.py").write_text("x = 1\n")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "pilotwave.db").write_bytes(b"\0" * 1000)
+    monkeypatch.setenv("PILOTWAVE_HOME", str(tmp_path / "state"))
+    with tarfile.open(fileobj=io.BytesIO(sandbox.pack(tmp_path).data)) as tar:
+        assert tar.getnames() == ["flow.py"]

@@ -123,8 +123,10 @@ def apply(
     seqs = [c.seq for c, _ in batch]
     if seqs != sorted(set(seqs)):
         raise Invalid("commands must have increasing sequence numbers", field="commands")
-    log = {r.seq: r for r in read_log(conn, workflow_id) if r.seq >= (seqs[0] if seqs else 0)}
+    # Only the records this batch may meet: a long workflow's log is not read per command.
+    log = {r.seq: r for r in read_log(conn, workflow_id, seqs[0] if seqs else 0)}
     outcomes: list[dict[str, Any]] = []
+    fresh: list[dict[str, Any]] = []  # new records, inserted together
     for cmd, submitter in batch:
         rec = log.get(cmd.seq)
         step = decide(workflow_id, cmd, rec)
@@ -151,19 +153,21 @@ def apply(
             outcome = submitter(conn, cmd, wake)
         else:
             outcome = {"ids": list(cmd.observed)}
-        conn.execute(
-            commands.insert().values(
-                workflow_id=workflow_id,
-                seq=cmd.seq,
-                kind=cmd.kind,
-                call=cmd.call[:200],
-                fingerprint=cmd.fingerprint,
-                outcome=json.dumps(outcome),
-                stale=False,
-                created_at=now,
-            )
+        fresh.append(
+            {
+                "workflow_id": workflow_id,
+                "seq": cmd.seq,
+                "kind": cmd.kind,
+                "call": cmd.call[:200],
+                "fingerprint": cmd.fingerprint,
+                "outcome": json.dumps(outcome),
+                "stale": False,
+                "created_at": now,
+            }
         )
         outcomes.append(outcome)
+    if fresh:
+        conn.execute(commands.insert(), fresh)
     return outcomes
 
 

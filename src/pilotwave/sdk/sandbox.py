@@ -56,6 +56,8 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
     """(archive name, path) of every file to pack, sorted; symlinks to files inside ``root`` are followed."""
     out: list[tuple[str, Path]] = []
     root = root.resolve()
+    # pilotwave's own state (database, caches, logs) when it lives inside the project
+    state = Path(os.environ.get("PILOTWAVE_HOME", "~/.pilotwave")).expanduser().resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
             d
@@ -63,6 +65,7 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
             if d not in EXCLUDED_DIRS
             and not d.endswith(".egg-info")
             and not Path(dirpath, d).is_symlink()
+            and Path(dirpath, d) != state
         )
         for name in sorted(filenames):
             path = Path(dirpath, name)

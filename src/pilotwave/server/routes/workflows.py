@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from pilotwave.server.auth import Principal, Role
 from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
 from pilotwave.server.models import CommandIn, CommandsIn, WorkflowIn
 from pilotwave.server.routes.jobs import _spec as job_spec
-from pilotwave.store.schema import jobs
+from pilotwave.wms import jobs as wms_jobs
 from pilotwave.wms.errors import Conflict
 from pilotwave.wms.wakeups import Wakeups
 
@@ -146,11 +147,12 @@ async def record_commands(wid: int, body: CommandsIn, core: CoreDep, who: Princi
     """Run and record a driver's commands in order, in one transaction; recorded ones replay."""
     require(who, Role.DRIVER)
     limit = core.settings.max_spec_bytes
-    batch = [(_command(c), _submitter(c, i, limit, wid)) for i, c in enumerate(body.commands)]
+    held: dict[str, Any] = {}  # the workflow's row, read once per transaction
+    batch = [(_command(c), _submitter(c, i, limit, held)) for i, c in enumerate(body.commands)]
     t = now()
 
     def run(conn: sa.Connection, wake: Wakeups) -> list[dict[str, Any]]:
-        _check_driver(conn, wid, who)
+        held["row"] = _check_driver(conn, wid, who)
         return engine_commands.apply(conn, wid, who.user_id, batch, t, wake)
 
     return JSON({"outcomes": await core.write(run)})
@@ -160,16 +162,18 @@ def _command(c: CommandIn) -> Command:
     return Command(c.seq, Kind(c.kind), c.call, c.fingerprint, tuple(c.observed))
 
 
-def _submitter(c: CommandIn, i: int, limit: int, wid: int) -> engine_commands.Submitter | None:
+def _submitter(
+    c: CommandIn, i: int, limit: int, held: dict[str, Any]
+) -> engine_commands.Submitter | None:
     if c.kind != "submit":
         return None
     if c.workflow is not None:
         spec = workflow_spec(c.workflow, limit, field=f"commands[{i}].workflow.kwargs")
 
         def child(conn: sa.Connection, cmd: Command, wake: Wakeups) -> dict[str, Any]:
-            row = engine.load(conn, wid, None)
+            row = held["row"]
             child_id, job_id = engine.create(
-                conn, row.owner_id, spec, now(), wake, parent_id=wid, held=row.suspended
+                conn, row.owner_id, spec, now(), wake, parent_id=row.id, held=row.suspended
             )
             return {"ids": [job_id], "workflow_id": child_id}
 
@@ -178,26 +182,20 @@ def _submitter(c: CommandIn, i: int, limit: int, wid: int) -> engine_commands.Su
     specs = [job_spec(j, k, limit) for k, j in enumerate(c.jobs)]
 
     def submit(conn: sa.Connection, cmd: Command, wake: Wakeups) -> dict[str, Any]:
-        from dataclasses import replace
-
-        from pilotwave.wms import jobs as wms_jobs
-
-        row = engine.load(conn, wid, None)
-        mine = [replace(s, workflow_id=wid, held=row.suspended) for s in specs]
+        row = held["row"]
+        mine = [replace(s, workflow_id=row.id, held=row.suspended) for s in specs]
         return {"ids": wms_jobs.submit(conn, row.owner_id, mine, now(), wake)}
 
     return submit
 
 
-def _check_driver(conn: sa.Connection, wid: int, who: Principal) -> None:
+def _check_driver(conn: sa.Connection, wid: int, who: Principal) -> Any:
     """Only the running attempt of this workflow's driver may record commands (fencing)."""
     assert who.driver is not None
     job_id, attempt = who.driver
-    row = engine.load(conn, wid, who.user_id)
-    current = conn.execute(
-        sa.select(jobs.c.state, jobs.c.attempts).where(jobs.c.id == job_id)
-    ).one_or_none()
+    row = engine.load(conn, wid, who.user_id)  # with its driver job's state and attempt
     if row.driver_job_id != job_id:
         raise ApiError(403, f"this driver token belongs to job {job_id}, not to workflow {wid}")
-    if current is None or current.state != "running" or current.attempts != attempt:
+    if row.driver_state != "running" or row.driver_attempt != attempt:
         raise Conflict(f"attempt {attempt} of workflow {wid}'s driver is no longer current")
+    return row
