@@ -150,6 +150,19 @@ def test_submit_a_workflow_and_wait_for_it(cluster: Any) -> None:
     assert any(e["to_state"] == "succeeded" for e in status["events"])
     tree = cli("status", str(info["id"]), home=cluster.home).stdout
     assert "workflow" in tree and "double" in tree and "succeeded" in tree
+    wide = cli(
+        "submit",
+        "workflows_basic:fan_out",
+        "-a",
+        "n=40",
+        "--wait",
+        "--json",
+        home=cluster.home,
+        cwd=TESTS,
+    )
+    wide_id = json.loads(wide.stdout)["id"]
+    grouped = cli("status", str(wide_id), home=cluster.home).stdout
+    assert "double × 40: 40 succeeded" in grouped  # a wide fan-out is summarized by name
 
 
 def test_workflow_operations_from_the_command_line(cluster: Any, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from pilotwave.cli.common import (
 from pilotwave.sdk.errors import PilotwaveError
 
 FINAL = ("succeeded", "failed", "cancelled")
+TREE_JOBS = 30  # more jobs than this in one workflow are shown grouped by name
 
 
 def load_workflow(target: str) -> Any:
@@ -215,16 +216,29 @@ def _tree(info: dict[str, Any], tree: Tree | None = None) -> Tree:
     )
     node = tree.add(label) if tree is not None else Tree(label)
     children = {c["driver_job_id"]: c for c in info.get("children", [])}
-    for j in info["jobs"]:
-        if j["kind"] == "driver" and j["id"] == info["driver_job_id"]:
-            continue
-        if j["id"] in children:
-            continue
-        js = STATE_STYLE.get(j["state"], "")
-        node.add(
-            f"job {j['id']} {j['name'][:40]}  [{js}]{j['state']}[/]  "
-            f"{_duration(j['started_at'], j['finished_at'])}"
-        )
+    own = [
+        j
+        for j in info["jobs"]
+        if j["id"] not in children
+        and not (j["kind"] == "driver" and j["id"] == info["driver_job_id"])
+    ]
+    if len(own) > TREE_JOBS:  # a wide fan-out: one line per job name with its states
+        groups: dict[str, dict[str, int]] = {}
+        for j in own:
+            states = groups.setdefault(j["name"], {})
+            states[j["state"]] = states.get(j["state"], 0) + 1
+        for name, states in groups.items():
+            node.add(
+                f"{name[:40]} × {sum(states.values())}: "
+                + ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
+            )
+    else:
+        for j in own:
+            js = STATE_STYLE.get(j["state"], "")
+            node.add(
+                f"job {j['id']} {j['name'][:40]}  [{js}]{j['state']}[/]  "
+                f"{_duration(j['started_at'], j['finished_at'])}"
+            )
     for c in info.get("children", []):
         _tree(c, node)
     return node
