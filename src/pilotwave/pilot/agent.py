@@ -123,8 +123,7 @@ class Pilot:
             / "sandboxes"
         )
         self.sandboxes = SandboxCache(cache, self.api.blob)
-        # Idle drivers' workers must not push out warm job workers.
-        self.pool = WorkerPool(self.workdir, max_idle=cfg.slots + cfg.driver_slots)
+        self.pool = WorkerPool(self.workdir, max_idle=cfg.slots)
         self.runners = ThreadPoolExecutor(
             max_workers=cfg.slots + cfg.driver_slots, thread_name_prefix="runner"
         )
@@ -644,13 +643,16 @@ class Pilot:
         if box is not None:
             env["PILOTWAVE_SANDBOX_SHA"] = job["sandbox"]
         key = (job["kind"], str(box), tuple(job["gpus"]))
-        worker = self.pool.acquire(key, box, env, fresh=bool(job["isolate"]))
+        # A driver gets a fresh process: module state left by another run must not make a
+        # replay take a different path.
+        fresh = bool(job["isolate"]) or task.driver
+        worker = self.pool.acquire(key, box, env, fresh=fresh)
         with self.lock:
             task.execution = worker
             task.log = LogTail(job["id"], job["attempt"], worker.log_path, worker.log_size())
             killed_early = task.kill_reason is not None
         if killed_early:
-            self.pool.release(worker, reusable=True)
+            self.pool.release(worker, reusable=not fresh)
             return Outcome(False, error="killed before it started", killed=True)
         msg = {
             "job_id": job["id"],
@@ -671,7 +673,7 @@ class Pilot:
             }
         outcome = worker.run(msg)
         self.pool.release(
-            worker, reusable=not job["isolate"] and task.kill_reason is None and not outcome.killed
+            worker, reusable=not fresh and task.kill_reason is None and not outcome.killed
         )
         return outcome
 

@@ -18,7 +18,7 @@ from pilotwave.sdk.errors import (
     WorkflowFailed,
 )
 from pilotwave.sdk.futures import FINAL, Future
-from pilotwave.sdk.jobs import _material, check_json, source_root
+from pilotwave.sdk.jobs import _local_future, _material, check_json, source_root
 from pilotwave.sdk.refs import FunctionRef, reference
 
 P = ParamSpec("P")
@@ -105,8 +105,7 @@ class WorkflowFunction(Generic[P, R]):
             raise TypeError(f"pass the arguments of workflow {self.name} by name: submit(x=1)")
         ctx = driver.current()
         if isinstance(ctx, driver.LocalContext):
-            final = ctx.call(self.fn, *local_args((), kwargs))
-            fut = Future(ctx.new_id(), None, self.name, final=final)
+            fut = _local_future(ctx, self.name, lambda: ctx.call(self.fn, *local_args((), kwargs)))
             return Run(fut.id, None, self.name, fut)
         if isinstance(ctx, driver.DriverContext):
             body = self.body(kwargs, ctx.client)
