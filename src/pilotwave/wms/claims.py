@@ -73,7 +73,8 @@ _START_JOB = (
 _INSERT_ATTEMPT = attempts.insert()
 
 
-def _candidates_query(all_queues: bool, lock: bool) -> Any:
+def _queued(all_queues: bool, lock: bool, *conditions: Any) -> Any:
+    """Claimable jobs (queued, past any back-off, not held) in rank order, with ``conditions``."""
     q = (
         sa.select(*_CANDIDATE)
         .where(
@@ -81,40 +82,31 @@ def _candidates_query(all_queues: bool, lock: bool) -> Any:
             sa.true() if all_queues else jobs.c.queue.in_(_B("queues", expanding=True)),
             jobs.c.not_before <= _B("now"),
             jobs.c.held == sa.false(),
-            jobs.c.kind != JobKind.DRIVER,
-            jobs.c.cores <= _B("cores"),
-            jobs.c.memory_mb <= _B("memory_mb"),
-            jobs.c.gpus <= _B("gpus"),
+            *conditions,
         )
         .order_by(jobs.c.priority.desc(), jobs.c.id)
         .limit(_B("size"))
-        .offset(_B("offset"))
     )
     return q.with_for_update(skip_locked=True, of=jobs, key_share=True) if lock else q
 
 
 _CANDIDATES = {
-    (a, lock): _candidates_query(a, lock) for a in (True, False) for lock in (True, False)
+    (a, lock): _queued(
+        a,
+        lock,
+        jobs.c.kind != JobKind.DRIVER,
+        jobs.c.cores <= _B("cores"),
+        jobs.c.memory_mb <= _B("memory_mb"),
+        jobs.c.gpus <= _B("gpus"),
+    ).offset(_B("offset"))
+    for a in (True, False)
+    for lock in (True, False)
 }
-
-
-def _drivers_query(all_queues: bool, lock: bool) -> Any:
-    q = (
-        sa.select(*_CANDIDATE)
-        .where(
-            jobs.c.state == JobState.QUEUED,
-            sa.true() if all_queues else jobs.c.queue.in_(_B("queues", expanding=True)),
-            jobs.c.not_before <= _B("now"),
-            jobs.c.held == sa.false(),
-            jobs.c.kind == JobKind.DRIVER,
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.id)
-        .limit(_B("size"))
-    )
-    return q.with_for_update(skip_locked=True, of=jobs, key_share=True) if lock else q
-
-
-_DRIVERS = {(a, lock): _drivers_query(a, lock) for a in (True, False) for lock in (True, False)}
+_DRIVERS = {
+    (a, lock): _queued(a, lock, jobs.c.kind == JobKind.DRIVER)
+    for a in (True, False)
+    for lock in (True, False)
+}
 
 
 @dataclass(frozen=True)

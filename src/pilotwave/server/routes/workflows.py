@@ -14,7 +14,7 @@ from pilotwave.engine import workflows as engine
 from pilotwave.engine.commands import Command, Kind
 from pilotwave.engine.workflows import WorkflowSpec, WorkflowState
 from pilotwave.server.auth import Principal, Role
-from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
+from pilotwave.server.core import JSON, ApiError, Core, CoreDep, PrincipalDep, now, require
 from pilotwave.server.models import CommandIn, CommandsIn, WorkflowIn
 from pilotwave.server.routes.jobs import _spec as job_spec
 from pilotwave.wms import jobs as wms_jobs
@@ -105,20 +105,20 @@ async def cancel(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
 
 @router.post("/{wid}/suspend", response_class=JSON)
 async def suspend(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
-    require(who, Role.USER, Role.ADMIN)
-    t = now()
-    wf = await core.write(
-        lambda conn, wake: engine.set_suspended(conn, wid, who.owner_filter, True, t, wake)
-    )
-    return JSON(_public(wf))
+    """Hold every unfinished job of the workflow's tree from dispatch."""
+    return await _set_suspended(wid, core, who, True)
 
 
 @router.post("/{wid}/resume", response_class=JSON)
 async def resume(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+    return await _set_suspended(wid, core, who, False)
+
+
+async def _set_suspended(wid: int, core: Core, who: Principal, suspended: bool) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
     wf = await core.write(
-        lambda conn, wake: engine.set_suspended(conn, wid, who.owner_filter, False, t, wake)
+        lambda conn, wake: engine.set_suspended(conn, wid, who.owner_filter, suspended, t, wake)
     )
     return JSON(_public(wf))
 
