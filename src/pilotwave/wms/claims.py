@@ -267,20 +267,7 @@ def _pick(
         rows_by_id.update((r.id, r) for r in fresh)
         if scanned is not None:
             scanned.update((r.id, r.queue) for r in fresh)
-        demands = [
-            Demand(
-                id=r.id,
-                owner_id=r.owner_id,
-                priority=r.priority,
-                cores=r.cores,
-                memory_mb=r.memory_mb,
-                gpus=r.gpus,
-                gpu_model=r.gpu_model,
-                gpu_memory_mb=r.gpu_memory_mb,
-                labels=frozenset(r.labels),
-            )
-            for r in fresh
-        ]
+        demands = [_demand(r) for r in fresh]
         usage = _usage(conn, pilot.queues) if len({d.owner_id for d in demands}) > 1 else {}
         picked += select(demands, capacity, usage, limit=budget - len(picked))
         if len(rows) < size:
@@ -305,24 +292,22 @@ def _pick_drivers(
         for r in conn.execute(_DRIVERS[(every_queue, skip_locked)], params)
         if frozenset(r.labels) <= labels
     ][:budget]
-    picked: list[tuple[Demand, tuple[int, ...]]] = [
-        (
-            Demand(
-                id=r.id,
-                owner_id=r.owner_id,
-                priority=r.priority,
-                cores=r.cores,
-                memory_mb=r.memory_mb,
-                gpus=0,
-                gpu_model=None,
-                gpu_memory_mb=None,
-                labels=frozenset(r.labels),
-            ),
-            (),
-        )
-        for r in rows
-    ]
+    picked: list[tuple[Demand, tuple[int, ...]]] = [(_demand(r), ()) for r in rows]
     return picked, {r.id: r for r in rows}
+
+
+def _demand(r: Any) -> Demand:
+    return Demand(
+        id=r.id,
+        owner_id=r.owner_id,
+        priority=r.priority,
+        cores=r.cores,
+        memory_mb=r.memory_mb,
+        gpus=r.gpus,
+        gpu_model=r.gpu_model,
+        gpu_memory_mb=r.gpu_memory_mb,
+        labels=frozenset(r.labels),
+    )
 
 
 def _usage(conn: Connection, queue_names: list[str]) -> dict[int, float]:
