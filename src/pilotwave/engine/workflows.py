@@ -377,66 +377,57 @@ def retry(
             .with_for_update()
         )
     )
-    ids = {r.id for r in reset}
+    ids = {r.id for r in reset}  # never empty: the driver itself failed or was cancelled
     cuts = {w: log.cut(conn, w, ids) for w in tree}
-    succeeded = (
-        set(
-            conn.scalars(
-                sa.select(dependencies.c.upstream_id)
-                .select_from(dependencies.join(jobs, jobs.c.id == dependencies.c.upstream_id))
-                .where(dependencies.c.job_id.in_(ids), jobs.c.state == JobState.SUCCEEDED)
-            )
-        )
-        if ids
-        else set()
-    )
+    # A reset job waits again for each upstream that has not succeeded (reset ones included).
     waiting: dict[int, int] = {}
-    for dep in (
-        conn.execute(sa.select(dependencies).where(dependencies.c.job_id.in_(ids))) if ids else []
+    for job_id, upstream_state in conn.execute(
+        sa.select(dependencies.c.job_id, jobs.c.state)
+        .select_from(dependencies.join(jobs, jobs.c.id == dependencies.c.upstream_id))
+        .where(dependencies.c.job_id.in_(ids))
     ):
-        if dep.upstream_id not in succeeded:
-            waiting[dep.job_id] = waiting.get(dep.job_id, 0) + 1
-    if reset:
-        conn.execute(
-            jobs.update()
-            .where(jobs.c.id == sa.bindparam("b_id"))
-            .values(
-                state=JobState.PENDING,
-                deps_left=sa.bindparam("b_left"),
-                failures=0,
-                not_before=0.0,
-                finished_at=None,
-                started_at=None,
-                result=None,
-                error=None,
-                pilot_id=None,
-                held=sa.bindparam("b_held"),
-            ),
-            [
-                {
-                    "b_id": r.id,
-                    "b_left": waiting.get(r.id, 0),
-                    "b_held": bool(suspended.get(r.workflow_id)),
-                }
-                for r in reset
-            ],
-        )
-        record(
-            conn,
-            [
-                event(
-                    now,
-                    JobState.PENDING,
-                    job_id=r.id,
-                    from_state=r.state,
-                    reason=f"workflow {wid} retried",
-                )
-                for r in reset
-            ],
-        )
-        ready = [r for r in reset if not waiting.get(r.id)]
-        if ready:
-            deps.queue_jobs(conn, ready, now, wake, reason="retried with its workflow")
+        if upstream_state != JobState.SUCCEEDED:
+            waiting[job_id] = waiting.get(job_id, 0) + 1
+    conn.execute(
+        jobs.update()
+        .where(jobs.c.id == sa.bindparam("b_id"))
+        .values(
+            state=JobState.PENDING,
+            deps_left=sa.bindparam("b_left"),
+            failures=0,
+            not_before=0.0,
+            finished_at=None,
+            started_at=None,
+            result=None,
+            error=None,
+            pilot_id=None,
+            held=sa.bindparam("b_held"),
+        ),
+        [
+            {
+                "b_id": r.id,
+                "b_left": waiting.get(r.id, 0),
+                "b_held": bool(suspended.get(r.workflow_id)),
+            }
+            for r in reset
+        ],
+    )
+    record(
+        conn,
+        [
+            event(
+                now,
+                JobState.PENDING,
+                job_id=r.id,
+                from_state=r.state,
+                reason=f"workflow {wid} retried",
+            )
+            for r in reset
+        ],
+    )
+    ready = [r for r in reset if not waiting.get(r.id)]
+    if ready:
+        deps.queue_jobs(conn, ready, now, wake, reason="retried with its workflow")
     return {"reset": len(reset), "cut": {w: s for w, s in cuts.items() if s is not None}}
 
 

@@ -78,14 +78,6 @@ def _local(value: Any) -> Any:
     return value
 
 
-def needs_decoding(value: Any) -> bool:
-    if isinstance(value, dict):
-        return FUNCTION in value or any(needs_decoding(v) for v in value.values())
-    if isinstance(value, list):
-        return any(needs_decoding(v) for v in value)
-    return False
-
-
 def decode(value: Any) -> Any:
     """Turn function references back into decorated functions (on the pilot)."""
     if isinstance(value, dict):

@@ -97,7 +97,6 @@ class DriverContext:
         self.seq = 0
         self.buffer: list[dict[str, Any]] = []
         self.lock = threading.RLock()
-        self.replayed = 0
 
     def _recorded(self, seq: int, kind: str, call: str, fp: str) -> dict[str, Any] | None:
         rec = self.log.get(seq)
@@ -111,7 +110,6 @@ class DriverContext:
                 "given the same results: draw random numbers from pw.seed(), and do not branch "
                 "on the clock, the environment or files that change"
             )
-        self.replayed += 1
         return dict(rec["outcome"])
 
     def submit(self, call: str, material: Any, payload: dict[str, Any]) -> dict[str, Any]:
