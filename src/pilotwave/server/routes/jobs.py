@@ -26,16 +26,22 @@ from pilotwave.wms.wakeups import job_topic, log_topic
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
-def _spec(job: JobIn, i: int, limit: int) -> wms_jobs.JobSpec:
-    payload = orjson.dumps(job.payload())
-    if len(payload) > limit:
-        field = "args" if job.kind == "python" else "argv"
+def check_size(nbytes: int, limit: int, field: str, what: str) -> None:
+    """413 naming ``field`` when arguments (``what``) take more than ``limit`` bytes."""
+    if nbytes > limit:
         raise ApiError(
             413,
-            f"jobs[{i}].{field}: the job's arguments take {len(payload)} bytes, the limit is {limit}; "
+            f"{field}: {what} take {nbytes} bytes, the limit is {limit}; "
             "pass large inputs as files in the sandbox or as artifacts",
-            field=f"jobs[{i}].{field}",
+            field=field,
         )
+
+
+def job_spec(job: JobIn, i: int, limit: int) -> wms_jobs.JobSpec:
+    """The queue's spec for the ``i``-th job of a request, or 413 if its arguments are too large."""
+    payload = orjson.dumps(job.payload())
+    field = "args" if job.kind == "python" else "argv"
+    check_size(len(payload), limit, f"jobs[{i}].{field}", "the job's arguments")
     name = job.name or (job.function.qualname if job.function else (job.argv or [""])[0])
     return wms_jobs.JobSpec(
         kind=job.kind,
@@ -61,7 +67,7 @@ def _spec(job: JobIn, i: int, limit: int) -> wms_jobs.JobSpec:
 async def submit(body: SubmitIn, core: CoreDep, who: PrincipalDep) -> Any:
     """Submit a batch of jobs; returns their ids in order.  Re-sending a ``key`` returns the same job."""
     require(who, Role.USER, Role.ADMIN)
-    specs = [_spec(j, i, core.settings.max_spec_bytes) for i, j in enumerate(body.jobs)]
+    specs = [job_spec(j, i, core.settings.max_spec_bytes) for i, j in enumerate(body.jobs)]
     t = now()
     ids = await core.write(lambda conn, wake: wms_jobs.submit(conn, who.user_id, specs, t, wake))
     for s in specs:

@@ -16,7 +16,7 @@ from pilotwave.engine.workflows import WorkflowSpec, WorkflowState
 from pilotwave.server.auth import Principal, Role
 from pilotwave.server.core import JSON, ApiError, Core, CoreDep, PrincipalDep, now, require
 from pilotwave.server.models import CommandIn, CommandsIn, WorkflowIn
-from pilotwave.server.routes.jobs import _spec as job_spec
+from pilotwave.server.routes.jobs import check_size, job_spec
 from pilotwave.wms import jobs as wms_jobs
 from pilotwave.wms.errors import Conflict
 from pilotwave.wms.wakeups import Wakeups
@@ -26,13 +26,7 @@ router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
 
 def workflow_spec(body: WorkflowIn, limit: int, field: str = "kwargs") -> WorkflowSpec:
     kwargs = orjson.dumps(body.kwargs).decode()
-    if len(kwargs) > limit:
-        raise ApiError(
-            413,
-            f"{field}: the workflow's arguments take {len(kwargs)} bytes, the limit is {limit}; "
-            "pass large inputs as files in the sandbox",
-            field=field,
-        )
+    check_size(len(kwargs), limit, field, "the workflow's arguments")
     return WorkflowSpec(
         name=body.name or body.function.qualname,
         function=body.function.model_dump(),
