@@ -453,3 +453,80 @@ def test_only_the_current_driver_attempt_records_commands(api: Api) -> None:
     assert r.status_code in (401, 409)
     log = api.get(f"/api/v1/workflows/{wid}/commands", token=alice).json()
     assert [c["seq"] for c in log["commands"]] == [0]
+
+
+def test_job_reports_take_the_attempts_own_token_and_a_drivers_answer(api: Api) -> None:
+    alice, bob = api.token("alice"), api.token("bob")
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    wid = api.post("/api/v1/workflows", FLOW, token=alice).json()["id"]
+    _, driver_job = _claim_driver(api, ptok)
+    driver = driver_job["token"]
+    ids = api.post("/api/v1/jobs", {"jobs": [SHELL, SHELL]}, token=alice).json()["ids"]
+    pid = api.pilot(ptok)
+    job = _claim_one(api, ptok, pid)
+    other = _claim_one(api, ptok, pid)
+    assert {job["id"], other["id"]} == set(ids)
+    token, path = job["token"], f"/api/v1/jobs/{job['id']}/reports"
+    step0 = {"attempt": job["attempt"], "step": 0, "value": 0.5}
+
+    r = api.post(path, step0, token=token)
+    assert r.status_code == 200 and r.json()["stop"] is False and r.json()["answered"] is False
+    assert api.post(path, step0, token=token).json()["id"] == r.json()["id"]  # a resend
+    report_id = r.json()["id"]
+    for body, status in [
+        ({**step0, "step": -1}, 422),
+        ({**step0, "value": "fast"}, 422),
+        ({**step0, "attempt": 2}, 403),  # another attempt than the token's
+    ]:
+        assert api.post(path, body, token=token).status_code == status, body
+    nan = b'{"attempt": 1, "step": 0, "value": NaN}'
+    r = api.c.post(path, content=nan, headers={**api.h(token), "content-type": "application/json"})
+    assert r.status_code == 422 and "not a finite number" in r.text
+    assert api.post(path, step0, token=alice).status_code == 403  # users do not report
+    assert api.post(path, step0, token=other["token"]).status_code == 403  # nor other jobs
+    assert api.post("/api/v1/jobs", {"jobs": [SHELL]}, token=token).status_code == 403
+
+    # The owner sees the reports; another user does not.
+    assert api.get(path, token=alice).json()["reports"] == [
+        {"attempt": 1, "step": 0, "value": 0.5, "stop": None}
+    ]
+    assert api.get(path, token=bob).status_code == 404
+    # A driver watching the job gets the report in its stream.
+    watch = {"ranges": [[job["id"], job["id"]]], "timeout_s": 0, "reports_after": {job["id"]: 0}}
+    lines = [
+        json.loads(x) for x in api.post("/api/v1/jobs/watch", watch, token=driver).iter_lines()
+    ]
+    assert lines[0]["reports"] == [[report_id, job["id"], 1, 0, 0.5]]
+
+    # Only a driver answers, the first answer stands, and "stop" sticks to the attempt.
+    decide = "/api/v1/jobs/decisions"
+    assert api.post(decide, {"answers": {report_id: True}}, token=alice).status_code == 403
+    assert api.post(decide, {"answers": {report_id: True}}, token=token).status_code == 403
+    assert api.post(decide, {"answers": {report_id: True}}, token=driver).json() == {"answered": 1}
+    assert api.post(decide, {"answers": {report_id: False}}, token=driver).json() == {"answered": 0}
+    r = api.post(path, {**step0, "step": 1, "value": 0.4}, token=token)
+    assert r.json()["stop"] is True and r.json()["answered"] is False
+    assert api.post(decide, {"answers": {}}, token=driver).status_code == 422
+    assert wid  # the driver's workflow
+
+    # The attempt ends: its token stops working.
+    done = {"job_id": job["id"], "attempt": 1, "outcome": "succeeded", "result": "1"}
+    api.post(f"/api/v1/pilots/{pid}/attempts/{job['id']}/1", done, token=ptok)
+    late = api.post(path, {**step0, "step": 2}, token=token)
+    assert late.status_code in (401, 409)
+
+
+def test_a_driver_publishes_progress_shown_with_the_workflow(api: Api) -> None:
+    alice = api.token("alice")
+    wid = api.post("/api/v1/workflows", FLOW, token=alice).json()["id"]
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    _, job = _claim_driver(api, ptok)
+    put = api.c.put
+    url = f"/api/v1/workflows/{wid}/progress"
+    r = put(url, json={"progress": {"done": 3}}, headers=api.h(job["token"]))
+    assert r.status_code == 200
+    assert api.get(f"/api/v1/workflows/{wid}", token=alice).json()["progress"] == {"done": 3}
+    assert put(url, json={"progress": {"x": 1}}, headers=api.h(alice)).status_code == 403
+    assert put(url, json={"progress": [1]}, headers=api.h(job["token"])).status_code == 422
+    big = {"progress": {"blob": "x" * 70_000}}
+    assert put(url, json=big, headers=api.h(job["token"])).status_code == 413

@@ -15,7 +15,7 @@ from pilotwave.server import auth
 from pilotwave.wms import claims, deps, pilots
 from pilotwave.wms import jobs as wj
 from pilotwave.wms.attempts import Report
-from pilotwave.wms.errors import Conflict, NotFound
+from pilotwave.wms.errors import Conflict, Invalid, NotFound
 from pilotwave.wms.states import AttemptState, JobState
 
 
@@ -317,29 +317,29 @@ def test_cancelling_a_workflow_cancels_its_tree(q: Q) -> None:
 
 def test_driver_tokens_are_signed_and_die_with_their_attempt(q: Q) -> None:
     with q.db.write() as conn:
-        key = auth.driver_secret(conn)
-        assert auth.driver_secret(conn) == key  # one key per database
-    token = auth.driver_token(key, 5, 2)
-    assert auth.parse_driver_token(key, token) == (5, 2)
+        key = auth.attempt_secret(conn)
+        assert auth.attempt_secret(conn) == key  # one key per database
+    token = auth.attempt_token(key, 5, 2)
+    assert auth.parse_attempt_token(key, token) == (5, 2)
     forged = token[:-1] + ("1" if token[-1] == "0" else "0")
-    assert auth.parse_driver_token(key, forged) is None
-    assert auth.parse_driver_token(key, token.replace("_2_", "_3_")) is None  # another attempt
+    assert auth.parse_attempt_token(key, forged) is None
+    assert auth.parse_attempt_token(key, token.replace("_2_", "_3_")) is None  # another attempt
     _, driver = new_workflow(q)
     info = pilots.PilotInfo("d", "host", ("default",), (), 1, 1000, (), 1, driver_slots=1)
     pid, _ = q.tx(lambda c, w: pilots.register(c, q.token_id, info, q.now))
     (got,), _ = q.tx(
         lambda c, w: claims.claim(c, pid, 0, q.now, skip_locked=q.db.is_postgres, max_drivers=1)
     )
-    live = auth.driver_token(key, driver, got.attempt)
+    live = auth.attempt_token(key, driver, got.attempt)
     with q.db.read() as conn:
-        who = auth.lookup_driver(conn, key, live)
+        who = auth.lookup_attempt(conn, key, live)
         assert who is not None and who.user_id == q.alice and who.role is auth.Role.DRIVER
         assert (
-            auth.lookup_driver(conn, key, auth.driver_token(key, driver, got.attempt + 1)) is None
+            auth.lookup_attempt(conn, key, auth.attempt_token(key, driver, got.attempt + 1)) is None
         )
     q.report(pid, Report(driver, got.attempt, AttemptState.SUCCEEDED, result="1"))
     with q.db.read() as conn:
-        assert auth.lookup_driver(conn, key, live) is None
+        assert auth.lookup_attempt(conn, key, live) is None
     assert q.job(driver)["state"] == JobState.SUCCEEDED
 
 
@@ -357,3 +357,51 @@ def test_a_claim_that_leaves_locked_candidates_wakes_the_claims_that_skipped_the
         lambda c, w: claims.claim(c, other, 5, q.now, skip_locked=q.db.is_postgres, wake=w)
     )
     assert "queue:default" not in wake.now  # it took everything left
+
+
+def test_reports_are_idempotent_per_step_and_streamed_by_per_job_cursors(q: Q) -> None:
+    from pilotwave.wms import reports
+
+    a, b = submit(q, py_spec(1), py_spec(2))
+    pid = q.pilot()
+    q.claim(pid)
+    add = lambda job, step, value: q.tx(  # noqa: E731
+        lambda c, w: reports.add(c, job, 1, step, value, q.now, w)
+    )
+    (r1, wake), (r2, _), (r3, _) = add(a, 0, 0.9), add(b, 0, 0.8), add(a, 1, 0.7)
+    assert f"rep:{a}" in wake.now
+    assert add(a, 0, 0.1)[0] == r1  # a resent report keeps the first value
+    with q.db.read() as conn:
+        assert [r.row() for r in reports.since(conn, {a: 0, b: 0}, q.alice)] == [
+            [r1, a, 1, 0, 0.9],
+            [r2, b, 1, 0, 0.8],
+            [r3, a, 1, 1, 0.7],
+        ]
+        assert [r.id for r in reports.since(conn, {a: r1, b: r2}, q.alice)] == [r3]
+        assert reports.since(conn, {a: 0}, q.bob) == []  # another user's jobs
+    with pytest.raises(Conflict):  # attempt 2 is not running
+        q.tx(lambda c, w: reports.add(c, a, 2, 2, 0.5, q.now, w))
+    with pytest.raises(Invalid):
+        add(a, 3, float("nan"))
+    # The first answer stands; only the owner's driver may answer.
+    n, wake = q.tx(lambda c, w: reports.decide(c, q.bob, {r1: True}, w))
+    assert n == 0 and not wake.now
+    n, wake = q.tx(lambda c, w: reports.decide(c, q.alice, {r1: True, r2: False}, w))
+    assert n == 2 and wake.now == {f"dec:{r1}", f"dec:{r2}"}
+    n, _ = q.tx(lambda c, w: reports.decide(c, q.alice, {r1: False}, w))
+    assert n == 0
+    with q.db.read() as conn:
+        assert reports.answer(conn, r1) is True and reports.answer(conn, r3) is None
+        assert reports.told_to_stop(conn, a, 1) and not reports.told_to_stop(conn, b, 1)
+
+
+def test_observations_record_reports_and_clock_readings(q: Q) -> None:
+    wid, _ = new_workflow(q)
+    seen = Command(0, Kind.OBSERVE, "events", "ab" * 16, (5,), ((9, 5, 1, 0, 0.25),))
+    clock = Command(1, Kind.OBSERVE, "pw.now()", "cd" * 16, (), (), 1234.5)
+    assert record(q, wid, (seen, None), (clock, None)) == [
+        {"ids": [5], "reports": [[9, 5, 1, 0, 0.25]]},
+        {"ids": [], "at": 1234.5},
+    ]
+    later = Command(1, Kind.OBSERVE, "pw.now()", "cd" * 16, (), (), 9999.0)
+    assert record(q, wid, (later, None)) == [{"ids": [], "at": 1234.5}]  # a replay reads the first

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import re
 import subprocess
 import sys
@@ -13,28 +15,39 @@ pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def test_demo_runs_and_agrees_with_the_exact_answer(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, str(EXAMPLES / "demo.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "exact Poisson tail" in r.stdout and "σ(MC) from the exact one" in r.stdout
-    csv = (tmp_path / "pw_outputs" / "demo" / "toy_distribution.csv").read_text().splitlines()
+def test_demo_tunes_a_classifier_per_eta_segment(tmp_path: Path) -> None:
+    stdout = run_example("demo.py", tmp_path, timeout=300)
+    assert "best trials" in stdout and "best model:" in stdout
+    out = tmp_path / "hpo-demo"
+    result = json.loads((out / "result.json").read_text())
+    assert list(result["segments"]) == ["barrel", "endcap", "forward"]
+    losses = {}
+    for name, seg in result["segments"].items():
+        assert len(seg["trials"]) == 30
+        assert {t["state"] for t in seg["trials"]} <= {"complete", "pruned"}
+        losses[name] = seg["best"]["value"]
+        model = pickle.loads((out / f"best-{name}" / "model.pkl").read_bytes())
+        assert model.get_params()["learning_rate"] == seg["best"]["params"]["learning_rate"]
+        assert (out / f"history-{name}.png").exists() and (out / f"importance-{name}.png").exists()
+    # The detector's resolution worsens with |η|, and so does the best achievable loss.
+    assert losses["barrel"] < losses["endcap"] < losses["forward"]
+
+
+def test_toys_example_agrees_with_the_exact_answer(tmp_path: Path) -> None:
+    stdout = run_example("toys.py", tmp_path, timeout=300)
+    assert "exact Poisson tail" in stdout and "σ(MC) from the exact one" in stdout
+    csv = (tmp_path / "pw_outputs" / "toys" / "toy_distribution.csv").read_text().splitlines()
     assert csv[0] == "n,toys" and sum(int(line.split(",")[1]) for line in csv[1:]) == 5_600_000
 
 
-def run_example(name: str, cwd: Path) -> str:
+def run_example(name: str, cwd: Path, timeout: float = 180) -> str:
     """Run examples/<name> as a user would; its stdout, after checking it exited cleanly."""
     r = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 from pilotwave.sdk.client import Client, connect
 from pilotwave.sdk.context import outputs
-from pilotwave.sdk.driver import seed
+from pilotwave.sdk.driver import now, progress, seed
 from pilotwave.sdk.errors import (
     ApiError,
     ConfigError,
@@ -33,6 +33,7 @@ from pilotwave.sdk.errors import (
 )
 from pilotwave.sdk.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, as_completed, wait
 from pilotwave.sdk.jobs import JobFunction, job, shell
+from pilotwave.sdk.reports import Pruned, Report, check_prune, events, report
 from pilotwave.sdk.workflows import Run, WorkflowFunction, workflow
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "NonDeterminismError",
     "NotFound",
     "PilotwaveError",
+    "Pruned",
+    "Report",
     "ResultError",
     "Run",
     "SandboxError",
@@ -57,9 +60,14 @@ __all__ = [
     "WorkflowFunction",
     "__version__",
     "as_completed",
+    "check_prune",
     "connect",
+    "events",
     "job",
+    "now",
     "outputs",
+    "progress",
+    "report",
     "seed",
     "shell",
     "wait",

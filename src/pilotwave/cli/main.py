@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from pilotwave.cli import hpo as hpo_commands
 from pilotwave.cli import workflows as workflow_commands
 from pilotwave.cli.common import (
     STATE_STYLE,
@@ -394,6 +395,35 @@ def logs(
 
 
 @app.command()
+def artifacts(
+    job_id: int,
+    get: Annotated[
+        Path | None, typer.Option("--get", help="Download the files into this directory.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the files a job wrote to pw.outputs(), or download them with --get DIR."""
+    client = _client()
+    rows = client.artifacts(job_id)
+    if get is not None:
+        for path in client.download(job_id, get):
+            out.print(str(path))
+        return
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        err.print(f"job {job_id} wrote no files to pw.outputs()")
+        return
+    table = Table(box=None)
+    for col in ("name", "size", "attempt"):
+        table.add_column(col)
+    for a in rows:
+        table.add_row(a["name"], str(a["size"]), str(a["attempt"]))
+    out.print(table)
+
+
+@app.command()
 def pilots(as_json: JsonOpt = False) -> None:
     """List pilots and their resources."""
     rows = _client().pilots()
@@ -501,6 +531,7 @@ def token_revoke(token_id: int) -> None:
 
 for _command in workflow_commands.COMMANDS:
     app.command()(_command)
+app.command()(hpo_commands.hpo)
 
 
 def main() -> None:

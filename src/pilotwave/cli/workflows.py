@@ -36,33 +36,40 @@ def load_workflow(target: str) -> Any:
     """``module:function`` or ``path/to/file.py:function`` -> the ``@pw.workflow`` it names."""
     from pilotwave.sdk.workflows import WorkflowFunction
 
+    return load_target(
+        target,
+        WorkflowFunction,
+        "@pw.workflow function",
+        "MODULE:WORKFLOW, e.g. flows:train or examples/diamond.py:diamond",
+        "TARGET",
+    )
+
+
+def load_target(
+    target: str, kind: type, what: str, usage: str, hint: str, base: Path | None = None
+) -> Any:
+    """Import the ``kind`` object ``target`` names (``module:name`` or ``file.py:name``, from ``base``)."""
+    base = base or Path.cwd()
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
-        raise typer.BadParameter(
-            "give MODULE:WORKFLOW, e.g. flows:train or examples/diamond.py:diamond",
-            param_hint="TARGET",
-        )
+        raise typer.BadParameter(f"give {usage}", param_hint=hint)
     try:
         if module_name.endswith(".py") or "/" in module_name:
-            path = Path(module_name).resolve()
+            path = (base / module_name).resolve()
             if not path.is_file():
-                raise typer.BadParameter(f"no file {module_name}", param_hint="TARGET")
+                raise typer.BadParameter(f"no file {module_name}", param_hint=hint)
             sys.path.insert(0, str(path.parent))
             module = importlib.import_module(path.stem)
         else:
-            sys.path.insert(0, str(Path.cwd()))
+            sys.path.insert(0, str(base))
             module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise typer.BadParameter(
-            f"cannot import {module_name}: {exc}", param_hint="TARGET"
-        ) from None
-    flow = getattr(module, attr, None)
-    if not isinstance(flow, WorkflowFunction):
-        what = "nothing" if flow is None else type(flow).__name__
-        raise typer.BadParameter(
-            f"{module_name}:{attr} is {what}, not a @pw.workflow function", param_hint="TARGET"
-        )
-    return flow
+        raise typer.BadParameter(f"cannot import {module_name}: {exc}", param_hint=hint) from None
+    obj = getattr(module, attr, None)
+    if not isinstance(obj, kind):
+        found = "nothing" if obj is None else type(obj).__name__
+        raise typer.BadParameter(f"{module_name}:{attr} is {found}, not a {what}", param_hint=hint)
+    return obj
 
 
 def parse_args(pairs: list[str]) -> dict[str, Any]:
@@ -118,8 +125,11 @@ def submit(
     raise typer.Exit(0 if state == "succeeded" else 1)
 
 
-def _follow(client: Any, wid: int, quiet: bool) -> str:
-    """Wait for the workflow's driver to finish, showing its job counts live."""
+def _follow(
+    client: Any, wid: int, quiet: bool, render: Callable[[dict[str, Any]], Any] | None = None
+) -> str:
+    """Wait for the workflow's driver to finish, showing its job counts (or ``render(status)``) live."""
+    render = render or _counts_line
     info = client.workflow(wid)
     driver = info["driver_job_id"]
     if quiet:
@@ -127,15 +137,15 @@ def _follow(client: Any, wid: int, quiet: bool) -> str:
             client.job(driver, wait_s=30)
             info = client.workflow(wid)
         return str(info["state"])
-    with Live(_counts_line(info), console=err, refresh_per_second=4, transient=True) as live:
+    with Live(render(info), console=err, refresh_per_second=4, transient=True) as live:
         while info["state"] not in FINAL:
             try:
                 client.job(driver, wait_s=0.5)  # long-poll: returns at once when it ends
             except PilotwaveError:
                 time.sleep(0.5)
             info = client.workflow(wid)
-            live.update(_counts_line(info))
-    err.print(_counts_line(info))
+            live.update(render(info))
+    err.print(render(info))
     return str(info["state"])
 
 

@@ -33,7 +33,7 @@ class Kind(StrEnum):
     SUBMIT = "submit"
     """Jobs or a child workflow were submitted; the outcome holds their ids."""
     OBSERVE = "observe"
-    """The driver saw these jobs final (in this order)."""
+    """The driver saw these jobs final (in this order), and these intermediate reports."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,17 @@ class Command:
     call: str
     fingerprint: str
     observed: tuple[int, ...] = ()  # observe: the ids seen final
+    reports: tuple[tuple[int, int, int, int, float], ...] = ()  # observe: reports seen
+    at: float | None = None  # observe: a clock reading (pw.now())
+
+    def observation(self) -> dict[str, Any]:
+        """An observe command's outcome, as recorded."""
+        out: dict[str, Any] = {"ids": list(self.observed)}
+        if self.reports:
+            out["reports"] = [list(r) for r in self.reports]
+        if self.at is not None:
+            out["at"] = self.at
+        return out
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,7 @@ def apply(
             continue
         if step is Step.ADOPT:
             assert rec is not None
-            outcome = rec.outcome if cmd.kind is Kind.SUBMIT else {"ids": list(cmd.observed)}
+            outcome = rec.outcome if cmd.kind is Kind.SUBMIT else cmd.observation()
             conn.execute(
                 commands.update()
                 .where(commands.c.workflow_id == workflow_id, commands.c.seq == cmd.seq)
@@ -152,7 +163,7 @@ def apply(
                 raise Invalid(f"command {cmd.seq}: a submit needs jobs", field="commands")
             outcome = submitter(conn, cmd, wake)
         else:
-            outcome = {"ids": list(cmd.observed)}
+            outcome = cmd.observation()
         fresh.append(
             {
                 "workflow_id": workflow_id,

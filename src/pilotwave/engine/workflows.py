@@ -172,6 +172,7 @@ def _public(row: Any) -> dict[str, Any]:
         "finished_at": row.finished_at,
         "result": row.result,
         "error": row.error,
+        "progress": row.progress,
     }
     return out
 
@@ -188,6 +189,11 @@ def load(conn: Connection, wid: int, owner_id: int | None) -> Any:
 
 def get(conn: Connection, wid: int, owner_id: int | None) -> dict[str, Any]:
     return _public(load(conn, wid, owner_id))
+
+
+def set_progress(conn: Connection, wid: int, progress: str) -> None:
+    """Store what the driver tells its watchers (JSON text), replacing the previous one."""
+    conn.execute(workflows.update().where(workflows.c.id == wid).values(progress=progress))
 
 
 def list_workflows(

@@ -628,6 +628,9 @@ class Pilot:
             PILOTWAVE_ATTEMPT=str(job["attempt"]),
             PILOTWAVE_OUTPUTS=str(outputs),
             PILOTWAVE_CORES=str(job["cores"]),
+            PILOTWAVE_SERVER=self.cfg.server,
+            PILOTWAVE_JOB_TOKEN=job.get("token") or "",
+            PILOTWAVE_DECISIONS="1" if spec.get("decisions") else "0",
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(job["cores"])),
         )
         if job["kind"] == "shell":
@@ -663,6 +666,9 @@ class Pilot:
             "outputs": str(outputs),
             "max_result_bytes": MAX_RESULT_BYTES,
             "decode": "$pw_function" in job["spec"],
+            "server": self.cfg.server,
+            "token": job.get("token"),
+            "decisions": bool(spec.get("decisions")),
         }
         if job["kind"] == "driver":
             msg["driver"] = {

@@ -79,10 +79,24 @@ def resolve_object(ref: dict[str, Any]) -> Any:
 def run_job(msg: dict[str, Any]) -> dict[str, Any]:
     from pilotwave.sdk.context import JobContext, set_current
 
-    set_current(JobContext(msg["job_id"], msg["attempt"], Path(msg["outputs"])))
-    os.environ["PILOTWAVE_JOB_ID"] = str(msg["job_id"])
-    os.environ["PILOTWAVE_ATTEMPT"] = str(msg["attempt"])
-    os.environ["PILOTWAVE_OUTPUTS"] = msg["outputs"]
+    ctx = JobContext(
+        msg["job_id"],
+        msg["attempt"],
+        Path(msg["outputs"]),
+        msg.get("server"),
+        msg.get("token"),
+        bool(msg.get("decisions")),
+    )
+    set_current(ctx)
+    # The same for processes the job starts (a training script calling pw.report()).
+    os.environ.update(
+        PILOTWAVE_JOB_ID=str(ctx.job_id),
+        PILOTWAVE_ATTEMPT=str(ctx.attempt),
+        PILOTWAVE_OUTPUTS=msg["outputs"],
+        PILOTWAVE_SERVER=ctx.server or "",
+        PILOTWAVE_JOB_TOKEN=ctx.token or "",
+        PILOTWAVE_DECISIONS="1" if ctx.decisions else "0",
+    )
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     try:
         try:
@@ -111,6 +125,13 @@ def run_job(msg: dict[str, Any]) -> dict[str, Any]:
         except (
             BaseException
         ) as exc:  # SystemExit and KeyboardInterrupt in user code fail the job, not the worker
+            if type(exc).__name__ == "Pruned" and type(exc).__module__ == "pilotwave.sdk.reports":
+                # Stopped early on its driver's answer: it ends, it did not fail.
+                sys.stderr.write(f"pruned: {exc}\n")
+                return {
+                    "ok": True,
+                    "result": json.dumps({"$pw_pruned": getattr(exc, "step", None)}),
+                }
             tb = traceback.format_exc()
             sys.stderr.write(tb)
             retryable = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,36 @@ class Client:
             if "done" in line:
                 yield {int(k): v for k, v in line["done"].items()}
 
+    def watch_events(
+        self, ids: Iterable[int], timeout_s: float, reports_after: dict[int, int]
+    ) -> Generator[tuple[dict[int, dict[str, Any]], list[list[Any]]], None, None]:
+        """Like ``watch``, also yielding the jobs' new intermediate reports (after each job's cursor)."""
+        body = {
+            "ranges": id_ranges(ids),
+            "timeout_s": timeout_s,
+            "reports_after": {str(k): v for k, v in reports_after.items()},
+        }
+        for line in self.http.stream_lines("POST", "/api/v1/jobs/watch", body, wait_s=timeout_s):
+            if "done" in line or "reports" in line:
+                done = {int(k): v for k, v in line.get("done", {}).items()}
+                yield done, line.get("reports", [])
+
+    def job_reports(self, job_id: int) -> list[dict[str, Any]]:
+        """The intermediate values a job reported (``pw.report``), with its driver's answers."""
+        return self.http.get(f"/api/v1/jobs/{job_id}/reports")["reports"]
+
+    def report(
+        self, job_id: int, attempt: int, step: int, value: float, wait_s: float
+    ) -> dict[str, Any]:
+        """Report an intermediate value for a running attempt (with that attempt's token)."""
+        body = {"attempt": attempt, "step": step, "value": value, "wait_s": wait_s}
+        return self.http.post(f"/api/v1/jobs/{job_id}/reports", body, wait_s=wait_s)
+
+    def decide(self, answers: dict[int, bool]) -> int:
+        """A driver answers reports: ``{report id: stop}``."""
+        body = {"answers": {str(k): v for k, v in answers.items()}}
+        return int(self.http.post("/api/v1/jobs/decisions", body)["answered"])
+
     def cancel(self, ids: Sequence[int]) -> list[int]:
         return self.http.post("/api/v1/jobs/cancel", {"ids": list(ids)})["cancelled"]
 
@@ -165,6 +195,12 @@ class Client:
 
     def command_log(self, workflow_id: int) -> dict[str, Any]:
         return self.http.get(f"/api/v1/workflows/{workflow_id}/commands")
+
+    def set_progress(self, workflow_id: int, progress: dict[str, Any]) -> None:
+        """A driver publishes its progress, shown by ``pilotwave status`` and ``--wait``."""
+        self.http.request(
+            "PUT", f"/api/v1/workflows/{workflow_id}/progress", json_body={"progress": progress}
+        )
 
     def record_commands(self, workflow_id: int, cmds: list[dict[str, Any]]) -> list[dict[str, Any]]:
         body = {"commands": cmds}

@@ -1,4 +1,4 @@
-"""What a running job knows about itself: its id, attempt and outputs directory.
+"""What a running job knows about itself: its id, attempt, outputs directory and reporting channel.
 
 Set by the pilot's worker before it calls the job function; outside a job, ``outputs()``
 is a local ``pw_outputs/`` directory so the same code runs in a plain Python session.
@@ -16,6 +16,9 @@ class JobContext:
     job_id: int
     attempt: int
     outputs: Path
+    server: str | None = None  # where pw.report() sends intermediate values
+    token: str | None = None  # this attempt's token: it may only report for itself
+    decisions: bool = False  # pw.report() waits for the workflow driver's answer
 
 
 _current: JobContext | None = None
@@ -33,6 +36,9 @@ def current() -> JobContext | None:
             int(os.environ["PILOTWAVE_JOB_ID"]),
             int(os.environ.get("PILOTWAVE_ATTEMPT", "1")),
             Path(os.environ.get("PILOTWAVE_OUTPUTS", "pw_outputs")),
+            os.environ.get("PILOTWAVE_SERVER"),
+            os.environ.get("PILOTWAVE_JOB_TOKEN"),
+            os.environ.get("PILOTWAVE_DECISIONS") == "1",
         )
     return _current
 

@@ -66,6 +66,27 @@ def seed() -> int:
     return ctx.seed
 
 
+def progress(data: dict[str, Any]) -> None:
+    """In a workflow: publish a JSON object saying how far it got (``pilotwave status``, ``--wait``).
+
+    Outside a driver on a pilot (a local run) it does nothing.
+    """
+    ctx = current()
+    if isinstance(ctx, DriverContext):
+        ctx.progress(data)
+
+
+def now() -> float:
+    """The time (``time.time()``); in a workflow, read as a recorded step, so a replay sees the same.
+
+    Use it for deadlines in workflow code: ``if pw.now() - start > budget_s: ...``.
+    """
+    ctx = current()
+    if isinstance(ctx, DriverContext):
+        return ctx.now()
+    return time.time()
+
+
 def fingerprint(material: Any) -> str:
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -97,6 +118,10 @@ class DriverContext:
         self.seq = 0
         self.buffer: list[dict[str, Any]] = []
         self.lock = threading.RLock()
+        self.cursors: dict[int, int] = {}  # job id -> the last report id seen of it
+        self.answers: dict[int, bool] = {}  # report id -> stop, not sent yet
+        self.progress_due: dict[str, Any] | None = None
+        self.progress_sent = 0.0
 
     def _recorded(self, seq: int, kind: str, call: str, fp: str) -> dict[str, Any] | None:
         rec = self.log.get(seq)
@@ -144,6 +169,91 @@ class DriverContext:
                 self.buffer = []
             return seen
 
+    def now(self) -> float:
+        """The clock, read as a recorded step: a replay reads the same time."""
+        with self.lock:
+            seq, self.seq = self.seq, self.seq + 1
+            fp = fingerprint({"observe": "now"})
+            rec = self._recorded(seq, "observe", "pw.now()", fp)
+            if rec is not None:
+                return float(rec["at"])
+            t = time.time()
+            cmd = {"seq": seq, "kind": "observe", "call": "pw.now()", "fingerprint": fp, "at": t}
+            self.buffer.append({**cmd, "observed": []})
+            return t
+
+    def observe_events(
+        self, call: str, ids: Sequence[int], timeout: float | None
+    ) -> tuple[list[int], list[list[Any]]]:
+        """Jobs seen final and reports seen at this step (``pw.events``): recorded, or live."""
+        with self.lock:
+            seq, self.seq = self.seq, self.seq + 1
+            fp = fingerprint({"observe": "events", "ids": sorted(ids)})
+            rec = self._recorded(seq, "observe", call, fp)
+            if rec is not None:
+                seen, rows = [int(i) for i in rec["ids"]], rec.get("reports", [])
+            else:
+                seen, rows = self._next_events(ids, timeout)
+                self.buffer.append(
+                    {
+                        "seq": seq,
+                        "kind": "observe",
+                        "call": call,
+                        "fingerprint": fp,
+                        "observed": seen,
+                        "reports": rows,
+                    }
+                )
+                if len(self.buffer) >= FLUSH_OBSERVES:
+                    self.client.record_commands(self.workflow_id, self.buffer)
+                    self.buffer = []
+            for r in rows:
+                self.cursors[r[1]] = max(self.cursors.get(r[1], 0), r[0])
+            return seen, rows
+
+    def _next_events(
+        self, ids: Sequence[int], timeout: float | None
+    ) -> tuple[list[int], list[list[Any]]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        after = {i: self.cursors.get(i, 0) for i in ids}
+        retry, asked = 0.1, False
+        while True:
+            self.flush()
+            remaining = _STREAM_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0 and asked:
+                return [], []
+            asked = True
+            try:
+                stream = self.client.watch_events(ids, max(0.0, min(remaining, _STREAM_S)), after)
+                for done, rows in stream:
+                    self.results.update(done)
+                    stream.close()  # one batch is one step
+                    return sorted(done), rows
+            except ServerUnreachable:
+                time.sleep(retry)  # the server is restarting
+                retry = min(retry * 2, 5.0)
+
+    def answer(self, report_id: int, job_id: int, stop: bool) -> None:
+        """Answer a job's report; sent before the driver next waits (a replay answers again)."""
+        if job_id not in self.results:  # a finished job needs no answer
+            self.answers[report_id] = stop
+
+    def progress(self, data: dict[str, Any]) -> None:
+        """Publish progress for watchers, at most a few times a second (the last one always)."""
+        self.progress_due = data
+        if time.monotonic() - self.progress_sent > 0.25:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what waits to go out before the driver blocks: answers and progress."""
+        if self.answers:
+            answers, self.answers = self.answers, {}
+            self.client.decide(answers)
+        if self.progress_due is not None:
+            data, self.progress_due = self.progress_due, None
+            self.client.set_progress(self.workflow_id, data)
+            self.progress_sent = time.monotonic()
+
     def final_of(self, job_id: int) -> dict[str, Any] | None:
         return self.results.get(job_id)
 
@@ -154,6 +264,7 @@ class DriverContext:
         pending = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         retry, asked = 0.1, False
+        self.flush()
         while pending:
             remaining = _STREAM_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0 and asked:
@@ -189,7 +300,9 @@ def run_driver(fn: Callable[..., Any], kwargs: dict[str, Any], info: dict[str, A
     try:
         ctx = DriverContext(client, int(info["workflow_id"]), int(info["seed"]))
         with _Active(ctx):
-            return resolve_value(fn(**kwargs))
+            value = resolve_value(fn(**kwargs))
+        ctx.flush()  # the last progress
+        return value
     finally:
         client.close()
 

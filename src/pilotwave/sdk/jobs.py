@@ -37,6 +37,8 @@ class Resources:
     priority: int = 0
     isolate: bool = False
     name: str | None = None
+    decisions: bool = False  # pw.report() in the job waits for its workflow driver's answer
+    sandbox: str | None = None  # a directory to ship and run in, instead of the function's tree
 
     def spec(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -49,6 +51,8 @@ class Resources:
             "priority": self.priority,
             "isolate": self.isolate,
         }
+        if self.decisions:
+            out["decisions"] = True
         for k in ("gpu_model", "gpu_memory_mb", "walltime_s"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
@@ -97,6 +101,7 @@ class JobFunction(Generic[P, R]):
         """The options, as sent when this function travels as an argument."""
         out = asdict(self.resources)
         out["labels"] = list(self.resources.labels)
+        out.pop("sandbox")  # a path on this machine: the function travels with its own code
         return out
 
     def spec(self, args: Sequence[Any], kwargs: dict[str, Any], client: Client) -> dict[str, Any]:
@@ -115,7 +120,8 @@ class JobFunction(Generic[P, R]):
             "kwargs": enc.value["kwargs"],
             **self.resources.spec(),
         }
-        root = source_root(ref.root, enc.roots, str(ref))
+        own = Path(self.resources.sandbox) if self.resources.sandbox else ref.root
+        root = source_root(own, enc.roots, str(ref))
         if root is not None:
             spec["sandbox"] = client.sandbox_for(root)
         return spec

@@ -6,6 +6,7 @@ import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pilotwave.sdk import driver
@@ -35,20 +36,40 @@ class WorkflowOptions:
     priority: int = 0
     max_attempts: int = 10  # driver re-runs after lost pilots or server trouble
     seed: int | None = None  # default: a random seed chosen at submission
+    sandbox: str | None = (
+        None  # a directory to ship (the driver runs in it), instead of the code's tree
+    )
 
 
 class WorkflowFunction(Generic[P, R]):
     """A workflow: ``flow.submit(**kwargs)`` runs it durably on the cluster, ``flow(**kwargs)`` here."""
 
-    def __init__(self, fn: Callable[P, R], options: WorkflowOptions) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        options: WorkflowOptions,
+        checker: Callable[..., None] | None = None,
+    ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.opts = options
+        self.checker = checker
         self._ref: FunctionRef | None = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the workflow in this process (its jobs too): no server needed."""
+        if self.checker is not None:
+            self.checker(*args, **kwargs)
         return driver.run_locally(self.fn, args, kwargs)
+
+    def check(self, checker: Callable[..., None]) -> Callable[..., None]:
+        """Register a function that validates the arguments before the workflow is submitted.
+
+        It takes the workflow's arguments and raises (``ValueError``, ``TypeError``) on bad
+        ones, so a bad call fails here, at once, instead of in the driver on a pilot.
+        """
+        self.checker = checker
+        return checker
 
     def __repr__(self) -> str:
         return f"<pw.workflow {self.fn.__module__}.{self.fn.__qualname__}>"
@@ -67,11 +88,12 @@ class WorkflowFunction(Generic[P, R]):
         """A copy with other options, e.g. ``flow.options(queue="long", priority=5).submit(...)``."""
         if "labels" in overrides:
             overrides["labels"] = tuple(overrides["labels"])
-        return WorkflowFunction(self.fn, replace(self.opts, **overrides))
+        return WorkflowFunction(self.fn, replace(self.opts, **overrides), self.checker)
 
     def options_json(self) -> dict[str, Any]:
         out = asdict(self.opts)
         out["labels"] = list(self.opts.labels)
+        out.pop("sandbox")  # a path on this machine: the function travels with its own code
         return out
 
     def body(self, kwargs: dict[str, Any], client: Client) -> dict[str, Any]:
@@ -91,7 +113,8 @@ class WorkflowFunction(Generic[P, R]):
         }
         if self.opts.seed is not None:
             body["seed"] = self.opts.seed
-        root = source_root(self.ref.root, enc.roots, f"workflow {self.ref}")
+        own = Path(self.opts.sandbox) if self.opts.sandbox else self.ref.root
+        root = source_root(own, enc.roots, f"workflow {self.ref}")
         if root is not None:
             body["sandbox"] = client.sandbox_for(root)
         return body
@@ -103,6 +126,8 @@ class WorkflowFunction(Generic[P, R]):
         """
         if args:
             raise TypeError(f"pass the arguments of workflow {self.name} by name: submit(x=1)")
+        if self.checker is not None:
+            self.checker(**kwargs)
         ctx = driver.current()
         if isinstance(ctx, driver.LocalContext):
             fut = _local_future(ctx, self.name, lambda: ctx.call(self.fn, *local_args((), kwargs)))

@@ -36,6 +36,8 @@ class Role(StrEnum):
     """Runs jobs from the queues it is scoped to; cannot submit."""
     DRIVER = "driver"
     """A workflow's driver while one attempt of it runs: acts for the workflow's owner."""
+    JOB = "job"
+    """A job while one attempt of it runs: may only report its intermediate values."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Principal:
     user: str
     role: Role
     queues: tuple[str, ...] = ()
-    driver: tuple[int, int] | None = None  # (driver job id, attempt) for a driver token
+    attempt: tuple[int, int] | None = None  # (job id, attempt) for an attempt token
 
     @property
     def sees_all(self) -> bool:
@@ -62,12 +64,12 @@ class Principal:
         return self.role is Role.PILOT and ("*" in self.queues or queue in self.queues)
 
 
-DRIVER_PREFIX = "pwd_"
+ATTEMPT_PREFIX = "pwd_"
 _SECRET_NAME = "driver-token-key"
 
 
-def driver_secret(conn: Connection) -> bytes:
-    """The key that signs driver tokens; created once per database, shared by its servers."""
+def attempt_secret(conn: Connection) -> bytes:
+    """The key that signs attempt tokens; created once per database, shared by its servers."""
     insert_ignoring_duplicates(
         conn, secrets_table, [{"name": _SECRET_NAME, "value": secrets.token_hex(32)}]
     )
@@ -77,36 +79,41 @@ def driver_secret(conn: Connection) -> bytes:
     return bytes.fromhex(str(value))
 
 
-def driver_token(key: bytes, job_id: int, attempt: int) -> str:
-    """A token for one attempt of a driver job; it stops working when the attempt ends."""
+def attempt_token(key: bytes, job_id: int, attempt: int) -> str:
+    """A token for one attempt of a job; it stops working when the attempt ends.
+
+    A driver's token acts for the workflow's owner; any other job's may only report
+    intermediate values for itself.
+    """
     sig = hmac.new(key, f"{job_id}:{attempt}".encode(), hashlib.sha256).hexdigest()[:40]
-    return f"{DRIVER_PREFIX}{job_id}_{attempt}_{sig}"
+    return f"{ATTEMPT_PREFIX}{job_id}_{attempt}_{sig}"
 
 
-def parse_driver_token(key: bytes, token: str) -> tuple[int, int] | None:
+def parse_attempt_token(key: bytes, token: str) -> tuple[int, int] | None:
     try:
-        job_s, attempt_s, _sig = token[len(DRIVER_PREFIX) :].split("_")
+        job_s, attempt_s, _sig = token[len(ATTEMPT_PREFIX) :].split("_")
         job_id, attempt = int(job_s), int(attempt_s)
     except ValueError:
         return None
-    if not hmac.compare_digest(driver_token(key, job_id, attempt), token):
+    if not hmac.compare_digest(attempt_token(key, job_id, attempt), token):
         return None
     return job_id, attempt
 
 
-def lookup_driver(conn: Connection, key: bytes, token: str) -> Principal | None:
-    """The principal of a driver token whose attempt is still the job's running one."""
-    parsed = parse_driver_token(key, token)
+def lookup_attempt(conn: Connection, key: bytes, token: str) -> Principal | None:
+    """The principal of an attempt token whose attempt is still the job's running one."""
+    parsed = parse_attempt_token(key, token)
     if parsed is None:
         return None
     row = conn.execute(
-        sa.select(jobs.c.owner_id, jobs.c.state, jobs.c.attempts, users.c.name)
+        sa.select(jobs.c.owner_id, jobs.c.state, jobs.c.attempts, jobs.c.kind, users.c.name)
         .select_from(jobs.join(users, users.c.id == jobs.c.owner_id))
         .where(jobs.c.id == parsed[0])
     ).one_or_none()
     if row is None or row.state != "running" or row.attempts != parsed[1]:
         return None
-    return Principal(0, row.owner_id, row.name, Role.DRIVER, driver=parsed)
+    role = Role.DRIVER if row.kind == "driver" else Role.JOB
+    return Principal(0, row.owner_id, row.name, role, attempt=parsed)
 
 
 def hash_token(token: str) -> str:

@@ -35,7 +35,7 @@ class Core:
         self.inline = not db.is_postgres
         self.bridge = PgBridge(db.url, self.notifier) if db.is_postgres else None
         with db.write() as conn:
-            self.driver_key = auth.driver_secret(conn)
+            self.attempt_key = auth.attempt_secret(conn)
 
     async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
         """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected."""
@@ -108,9 +108,9 @@ async def get_principal(request: Request) -> Principal:
     core = get_core(request)
     principal = core.tokens.get(token)
     if principal is None:
-        if token.startswith(auth.DRIVER_PREFIX):
-            key = core.driver_key
-            principal = await core.read(lambda conn: auth.lookup_driver(conn, key, token))
+        if token.startswith(auth.ATTEMPT_PREFIX):
+            key = core.attempt_key
+            principal = await core.read(lambda conn: auth.lookup_attempt(conn, key, token))
         else:
             principal = await core.read(lambda conn: auth.lookup(conn, token))
         if principal is None:

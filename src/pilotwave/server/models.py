@@ -56,6 +56,9 @@ class JobIn(Strict):
     priority: int = Field(0, ge=-1_000_000, le=1_000_000)
     max_attempts: int = Field(3, ge=1, le=100)
     isolate: bool = False
+    decisions: bool = Field(
+        False, description="pw.report() in the job waits for its workflow driver's answer"
+    )
 
     @field_validator("gpu_model")
     @classmethod
@@ -82,12 +85,16 @@ class JobIn(Strict):
         """The part of the spec only the pilot reads."""
         if self.kind == "python":
             assert self.function is not None
-            return {
+            out: dict[str, Any] = {
                 "function": self.function.model_dump(),
                 "args": self.args,
                 "kwargs": self.kwargs,
             }
-        return {"argv": self.argv, "env": self.env}
+        else:
+            out = {"argv": self.argv, "env": self.env}
+        if self.decisions:
+            out["decisions"] = True
+        return out
 
 
 class WorkflowIn(Strict):
@@ -103,6 +110,10 @@ class WorkflowIn(Strict):
     max_attempts: int = Field(10, ge=1, le=100, description="driver attempts (lost pilots)")
 
 
+ReportSeen = tuple[int, int, int, int, float]
+"""A report a driver observed: ``[id, job_id, attempt, step, value]``."""
+
+
 class CommandIn(Strict):
     seq: int = Field(..., ge=0)
     kind: Literal["submit", "observe"]
@@ -111,13 +122,19 @@ class CommandIn(Strict):
     jobs: list[JobIn] | None = Field(None, max_length=10_000)
     workflow: WorkflowIn | None = None
     observed: list[int] = Field(default_factory=list, max_length=100_000)
+    reports: list[ReportSeen] = Field(
+        default_factory=list, max_length=100_000, description="observe: reports seen, in order"
+    )
+    at: float | None = Field(None, description="observe: the driver's clock reading (pw.now())")
 
     @model_validator(mode="after")
     def _shape(self) -> CommandIn:
         if self.kind == "submit" and (self.jobs is None) == (self.workflow is None):
             raise ValueError("a submit command carries either 'jobs' or 'workflow'")
         if self.kind == "observe" and (self.jobs is not None or self.workflow is not None):
-            raise ValueError("an observe command carries 'observed' ids only")
+            raise ValueError("an observe command carries 'observed' ids and 'reports' only")
+        if self.kind == "submit" and self.reports:
+            raise ValueError("a submit command carries no 'reports'")
         return self
 
 
@@ -141,6 +158,11 @@ class WatchIn(Strict):
         ..., min_length=1, max_length=100_000, description="inclusive [first, last] id ranges"
     )
     timeout_s: float = Field(30.0, ge=0, le=600)
+    reports_after: dict[int, int] | None = Field(
+        None,
+        max_length=10_000,
+        description="also stream the reports of these jobs newer than each job's cursor (a report id)",
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> WatchIn:
@@ -155,6 +177,23 @@ class WatchIn(Strict):
 
     def ids(self) -> list[int]:
         return list(dict.fromkeys(i for first, last in self.ranges for i in range(first, last + 1)))
+
+
+class ProgressIn(Strict):
+    progress: dict[str, Any]
+
+
+class ReportValueIn(Strict):
+    attempt: int = Field(..., ge=1)
+    step: int = Field(..., ge=0, lt=1 << 62)
+    value: float
+    wait_s: float = Field(0.0, ge=0, le=300, description="wait this long for the driver's answer")
+
+
+class DecisionsIn(Strict):
+    answers: dict[int, bool] = Field(
+        ..., min_length=1, max_length=100_000, description="report id -> stop"
+    )
 
 
 class UserIn(Strict):

@@ -202,6 +202,7 @@ workflows = sa.Table(
     sa.Column("parent_id", Id, nullable=True),  # the workflow whose driver submitted this one
     sa.Column("seed", sa.BigInteger, nullable=False),
     sa.Column("suspended", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("progress", sa.Text, nullable=True),  # JSON the driver publishes for its watchers
     sa.Column("created_at", Time, nullable=False),
     sa.UniqueConstraint("owner_id", "key"),
     sa.Index(None, "owner_id", "id"),
@@ -219,6 +220,19 @@ commands = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),  # JSON: job ids submitted, or ids observed
     sa.Column("stale", sa.Boolean, nullable=False, server_default=sa.false()),  # cut by a retry
     sa.Column("created_at", Time, nullable=False),
+)
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("job_id", Id, sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.Float(precision=53), nullable=False),
+    sa.Column("stop", sa.Boolean, nullable=True),  # the driver's answer; NULL until it decides
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("job_id", "attempt", "step"),
 )
 
 secrets = sa.Table(

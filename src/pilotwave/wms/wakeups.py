@@ -34,6 +34,16 @@ def log_topic(job_id: int) -> str:
     return f"log:{job_id}"
 
 
+def report_topic(job_id: int) -> str:
+    """A driver watching a job: it reported an intermediate value."""
+    return f"rep:{job_id}"
+
+
+def decision_topic(report_id: int) -> str:
+    """A job waiting for the answer to one of its reports: the driver decided."""
+    return f"dec:{report_id}"
+
+
 @dataclass
 class Wakeups:
     now: set[str] = field(default_factory=set)

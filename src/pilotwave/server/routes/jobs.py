@@ -14,14 +14,15 @@ from fastapi.responses import Response, StreamingResponse
 
 from pilotwave.server.auth import Role
 from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import IdsIn, JobIn, SubmitIn, WatchIn
+from pilotwave.server.models import DecisionsIn, IdsIn, JobIn, ReportValueIn, SubmitIn, WatchIn
 from pilotwave.store.schema import artifacts, blobs
 from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import jobs as wms_jobs
+from pilotwave.wms import reports as wms_reports
 from pilotwave.wms.errors import NotFound
 from pilotwave.wms.events import story
 from pilotwave.wms.states import FINAL_JOB_STATES, JobState
-from pilotwave.wms.wakeups import job_topic, log_topic
+from pilotwave.wms.wakeups import decision_topic, job_topic, log_topic, report_topic
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -152,44 +153,118 @@ async def watch(body: WatchIn, core: CoreDep, who: PrincipalDep) -> Response:
 
     Jobs already final come first; the stream ends with ``{"end": true, "pending": n}`` when
     all are final or ``timeout_s`` has passed.  Each job costs one read when it finishes,
-    however many are watched.
+    however many are watched.  With ``reports_after`` (job id -> report id cursor), the
+    jobs' new intermediate reports stream too, as ``{"reports": [[id, job, attempt, step, value]]}``.
     """
     ids = body.ids()
     owner = who.owner_filter
-    sub = core.notifier.open(job_topic(i) for i in ids)  # before the first check: no lost wake-ups
+    after = dict(body.reports_after or {})
+    topics = [job_topic(i) for i in ids] + [report_topic(i) for i in after]
+    sub = core.notifier.open(topics)  # before the first check: no lost wake-ups
+
+    def check(conn: sa.Connection, ids: list[int]) -> tuple[dict[int, Any], list[Any]]:
+        done = wms_jobs.finished(conn, ids, owner) if ids else {}
+        return done, wms_reports.since(conn, after, owner)
+
     try:
-        first = await core.read(lambda conn: wms_jobs.finished(conn, ids, owner))
+        first, first_news = await core.read(partial(check, ids=ids))
     except BaseException:
         core.notifier.close_subscription(sub)
         raise
     pending = set(ids) - set(first)
     deadline = time.monotonic() + body.timeout_s
 
+    def batch(done: dict[int, Any], news: list[wms_reports.Report]) -> bytes:
+        out: dict[str, Any] = {}
+        if news:
+            for r in news:
+                after[r.job_id] = r.id
+            out["reports"] = [r.row() for r in news]
+        if done:
+            out["done"] = _finals(done)
+        return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+
     async def lines() -> AsyncIterator[bytes]:
         try:
-            if first:
-                yield orjson.dumps({"done": _finals(first)}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+            if first or first_news:
+                yield batch(first, first_news)
             while pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 await sub.wait(remaining)
-                fired = [int(t[4:]) for t in sub.take()]
-                fired = [i for i in fired if i in pending]
-                if not fired:
+                fired = sub.take()
+                jobs_fired = [i for i in (int(t[4:]) for t in fired if t[0] == "j") if i in pending]
+                reported = any(t[0] == "r" for t in fired)
+                if not jobs_fired and not reported:
                     continue
-                done = await core.read(partial(wms_jobs.finished, ids=fired, owner_id=owner))
+                done, news = await core.read(partial(check, ids=jobs_fired))
                 pending.difference_update(done)
-                if done:
-                    yield (
-                        orjson.dumps({"done": _finals(done)}, option=orjson.OPT_NON_STR_KEYS)
-                        + b"\n"
-                    )
+                if done or news:
+                    yield batch(done, news)
             yield orjson.dumps({"end": True, "pending": len(pending)}) + b"\n"
         finally:
             core.notifier.close_subscription(sub)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/{job_id}/reports", response_class=JSON)
+async def report(
+    job_id: int, body: ReportValueIn, request: Request, core: CoreDep, who: PrincipalDep
+) -> Any:
+    """A running job reports an intermediate value (``pw.report``); answers whether it should stop.
+
+    With ``wait_s``, the request is held until the job's workflow driver answers this
+    report (or the time is up): ``{"id", "stop": bool, "answered": bool}``.
+    """
+    require(who, Role.JOB)
+    if who.attempt != (job_id, body.attempt):
+        raise ApiError(
+            403, f"this token belongs to another job attempt than {job_id}.{body.attempt}"
+        )
+    t = now()
+    report_id = await core.write(
+        lambda conn, wake: wms_reports.add(
+            conn, job_id, body.attempt, body.step, body.value, t, wake
+        )
+    )
+
+    async def check() -> tuple[bool] | None:  # a tuple: "go on" (False) is an answer too
+        answer = await core.read(lambda conn: wms_reports.answer(conn, report_id))
+        return None if answer is None else (answer,)
+
+    got = await check()
+    if got is None and body.wait_s > 0:
+        got = await core.notifier.poll(
+            [decision_topic(report_id)], body.wait_s, check, request.receive
+        )
+    answer = None if got is None else got[0]
+    stop = answer
+    if not stop:  # an earlier report of this attempt may have been answered with stop
+        stop = await core.read(lambda conn: wms_reports.told_to_stop(conn, job_id, body.attempt))
+    return JSON({"id": report_id, "stop": bool(stop), "answered": answer is not None})
+
+
+@router.get("/{job_id}/reports", response_class=JSON)
+async def list_reports(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+    """The intermediate values a job reported, per attempt and step, with the driver's answers."""
+
+    def run(conn: sa.Connection) -> list[dict[str, Any]]:
+        wms_jobs.get(conn, job_id, who.owner_filter)  # 404 for an unknown or another user's job
+        return wms_reports.of_jobs(conn, [job_id]).get(job_id, [])
+
+    return JSON({"reports": await core.read(run)})
+
+
+@router.post("/decisions", response_class=JSON)
+async def decisions(body: DecisionsIn, core: CoreDep, who: PrincipalDep) -> Any:
+    """A workflow driver answers its jobs' reports: ``{report id: stop}``; the first answer stands."""
+    require(who, Role.DRIVER)
+    n = await core.write(
+        lambda conn, wake: wms_reports.decide(conn, who.user_id, body.answers, wake)
+    )
+    return JSON({"answered": n})
 
 
 @router.post("/{job_id}/cancel", response_class=JSON)

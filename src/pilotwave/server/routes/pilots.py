@@ -16,7 +16,7 @@ from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import claims as wms_claims
 from pilotwave.wms import pilots as wms_pilots
 from pilotwave.wms.attempts import Ack, Artifact, LogChunk, Report
-from pilotwave.wms.states import AttemptState, JobKind, PilotState
+from pilotwave.wms.states import AttemptState, PilotState
 from pilotwave.wms.wakeups import command_topic, pilot_topic, queue_topic
 
 router = APIRouter(prefix="/api/v1", tags=["pilots"])
@@ -180,8 +180,8 @@ async def claim(
 
 def _handed(core: Core, c: wms_claims.Claimed) -> dict[str, Any]:
     out = asdict(c)
-    if c.kind == JobKind.DRIVER:  # the driver acts for the workflow's owner, this attempt only
-        out["token"] = auth.driver_token(core.driver_key, c.id, c.attempt)
+    # This attempt only: a driver acts for the workflow's owner, a job may report its progress.
+    out["token"] = auth.attempt_token(core.attempt_key, c.id, c.attempt)
     return out
 
 

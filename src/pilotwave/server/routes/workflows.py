@@ -15,7 +15,7 @@ from pilotwave.engine.commands import Command, Kind
 from pilotwave.engine.workflows import WorkflowSpec, WorkflowState
 from pilotwave.server.auth import Principal, Role
 from pilotwave.server.core import JSON, ApiError, Core, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import CommandIn, CommandsIn, WorkflowIn
+from pilotwave.server.models import CommandIn, CommandsIn, ProgressIn, WorkflowIn
 from pilotwave.server.routes.jobs import check_size, job_spec
 from pilotwave.wms import jobs as wms_jobs
 from pilotwave.wms.errors import Conflict
@@ -71,8 +71,9 @@ async def list_workflows(
 
 def _public(wf: dict[str, Any]) -> dict[str, Any]:
     wf = dict(wf)
-    if wf.get("result") is not None:
-        wf["result"] = orjson.Fragment(wf["result"])
+    for k in ("result", "progress"):
+        if wf.get(k) is not None:
+            wf[k] = orjson.Fragment(wf[k])
     if "children" in wf:
         wf["children"] = [_public(c) for c in wf["children"]]
     return wf
@@ -152,8 +153,25 @@ async def record_commands(wid: int, body: CommandsIn, core: CoreDep, who: Princi
     return JSON({"outcomes": await core.write(run)})
 
 
+@router.put("/{wid}/progress", response_class=JSON)
+async def put_progress(wid: int, body: ProgressIn, core: CoreDep, who: PrincipalDep) -> Any:
+    """The driver publishes its progress (any JSON object), shown by ``status`` and ``--wait``."""
+    require(who, Role.DRIVER)
+    text = orjson.dumps(body.progress).decode()
+    check_size(len(text), core.settings.max_spec_bytes, "progress", "the progress")
+
+    def run(conn: sa.Connection, wake: Wakeups) -> None:
+        _check_driver(conn, wid, who)
+        engine.set_progress(conn, wid, text)
+
+    await core.write(run)
+    return JSON({"ok": True})
+
+
 def _command(c: CommandIn) -> Command:
-    return Command(c.seq, Kind(c.kind), c.call, c.fingerprint, tuple(c.observed))
+    return Command(
+        c.seq, Kind(c.kind), c.call, c.fingerprint, tuple(c.observed), tuple(c.reports), c.at
+    )
 
 
 def _submitter(
@@ -185,8 +203,8 @@ def _submitter(
 
 def _check_driver(conn: sa.Connection, wid: int, who: Principal) -> Any:
     """Only the running attempt of this workflow's driver may record commands (fencing)."""
-    assert who.driver is not None
-    job_id, attempt = who.driver
+    assert who.attempt is not None
+    job_id, attempt = who.attempt
     row = engine.load(conn, wid, who.user_id)  # with its driver job's state and attempt
     if row.driver_job_id != job_id:
         raise ApiError(403, f"this driver token belongs to job {job_id}, not to workflow {wid}")
