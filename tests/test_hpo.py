@@ -309,11 +309,13 @@ def test_study_survives_a_server_killed_mid_study(
 
 TRAIN = """\
 import argparse, json
+import pilotwave as pw
 p = argparse.ArgumentParser()
 p.add_argument("--x", type=float)
 p.add_argument("--k")
 a = p.parse_args()
 print("training with", a.x, a.k)
+pw.report(0, a.x)  # a command can report too: it knows its job from the environment
 if a.k == "file":
     json.dump({"loss": (a.x - 0.7) ** 2, "acc": 0.9}, open("loss.json", "w"))
 elif a.k == "line":
@@ -355,6 +357,7 @@ def test_cli_runs_a_command_objective_and_collects_results(
     for t in result["trials"]:
         if t["params"]["k"] == "file":
             assert t["state"] == "complete" and t["metrics"] == {"acc": 0.9}
+            assert t["intermediate"] == {"0": t["params"]["x"]}
             assert t["value"] == pytest.approx((t["params"]["x"] - 0.7) ** 2)
         else:  # the trial failed, and its log says why
             assert t["state"] == "failed"
@@ -388,3 +391,81 @@ def test_a_command_objective_can_print_its_loss_last(
     for t in result["trials"]:
         assert t["value"] == pytest.approx((t["params"]["x"] - 0.7) ** 2)
     assert not (tmp_path / "params.json").exists()  # trials wrote into their own directories
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("objective: [1, 2", "not valid YAML"),
+        ("- a list", "expected a mapping of settings"),
+        ("space: {x: {low: 0, high: 1}}", "objective: missing"),
+        ("objective: python t.py\nspace: {x: {low: 0, high: 1}}\nn_trails: 5", "n_trails: unknown"),
+        ("objective: {command: x, function: m:f}\nspace: {x: {low: 0, high: 1}}", "exactly one"),
+        ("objective: {function: m:f, loss_file: l.json}\nspace: {}", "only a command objective"),
+        ("objective: python t.py\nspace: {x: {low: 0, high: 1}}\nexport: study.db", "storage URL"),
+        ("objective: python t.py\nspace: {x: {low: 0, high: 1}}\ntrial: 4", "trial: expected"),
+    ],
+)
+def test_cli_refuses_a_bad_config_before_contacting_a_server(
+    tmp_path: Path, config: str, message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from pilotwave.cli.main import app
+
+    path = tmp_path / "study.yaml"
+    path.write_text(config)
+    r = CliRunner().invoke(app, ["hpo", str(path)])
+    assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+
+
+def test_cli_refuses_a_bad_space_or_objective_before_submitting(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from pilotwave.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "obj.py").write_text("def f(x):\n    return x\n")
+    cases = {
+        "objective: python t.py --y {y}\nspace: {x: {low: 0, high: 1}}": "unknown placeholder {y}",
+        "objective: python t.py\nspace: {x: {low: 2, high: 1}}": "space.x.low: 2.0 is above high 1.0",
+        "objective: {function: obj.py:f}\nspace: {x: {low: 0, high: 1}}": "not a @pw.job function",
+        "objective: {function: nowhere:f}\nspace: {x: {low: 0, high: 1}}": "cannot import nowhere",
+    }
+    for config, message in cases.items():
+        (tmp_path / "study.yaml").write_text(config)
+        r = CliRunner().invoke(app, ["hpo", "study.yaml"])
+        assert r.exit_code == 2 and message in " ".join(r.output.split()), (config, r.output)
+    assert pw.Client().workflows() == []  # nothing was submitted
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes", "random", "qmc", "nsga2", "grid"])
+def test_every_sampler_drives_a_study(sampler: str) -> None:
+    space = {
+        "x": {"low": -2.0, "high": 2.0, "step": 0.5},
+        "y": {"type": "categorical", "choices": [-2, 0, 2]},
+    }
+    result = hpo.optimize(objective=hf.quad, space=space, n_trials=30, parallel=4, sampler=sampler)
+    seen = [(t["params"]["x"], t["params"]["y"]) for t in result["trials"]]
+    if sampler == "grid":  # the grid has 9 x 3 points: each is tried once, then the study ends
+        assert len(seen) == 27 and len(set(seen)) == 27
+        assert result["best"]["params"] == {"x": 1.0, "y": -2}  # the minimum is on the grid
+    else:
+        assert len(seen) == 30
+    assert {t["state"] for t in result["trials"]} == {"complete"}
+
+
+def test_a_converged_segment_gives_its_slots_to_the_others() -> None:
+    result = hpo.optimize(
+        objective=hf.quad_segment,
+        space={"x": {"type": "categorical", "choices": [0.5, 1.0]}},
+        segments=["a", "b"],
+        n_trials=30,
+        patience=4,
+        sampler="random",
+        seed=1,
+    )
+    for seg in result["segments"].values():  # two choices: nothing improves after a few trials
+        assert 5 <= len(seg["trials"]) < 30

@@ -30,18 +30,17 @@ def hpo(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Hyperparameter optimization: trials run as jobs on the pilots, the study in a workflow.
+    """Hyperparameter optimization: the study runs in a workflow, its trials as jobs on the pilots.
 
-    The config names the objective (a command or a @pw.job function), the search space,
-    the budget and the sampler; see the README's HPO section.  With --wait, progress per
-    segment is shown live; at the end the best parameters are printed and result.json,
-    history and importance plots (PNG) and the best trials' output files are written.
+    A config names the objective, the search space and the budget, e.g. objective: {command: "python train.py --lr {lr}", loss_file: loss.json}  space: {lr: {type: float, low: 1.0e-4, high: 0.1, log: true}}  n_trials: 50  parallel: 8  pruner: median  segments: \\[barrel, endcap]. See examples/hpo/config.yaml and the README.
+
+    With --wait, trials done, running, pruned and failed and the best value per segment are shown live; at the end the best parameters are printed and result.json, history and importance plots (PNG) and the best trials' output files are written to --out.
     """
     from pilotwave.hpo import config as hpo_config
 
-    client = _client()
     cfg: hpo_config.HpoConfig | None = None
     if target.isdigit():
+        client = _client()
         wid = int(target)
         info = client.workflow(wid)
         if (info.get("progress") or {}).get("kind") != "hpo":
@@ -53,6 +52,7 @@ def hpo(
         except hpo_config.ConfigError as exc:
             err.print(f"[red]error:[/] {target}: {exc}")
             raise typer.Exit(2) from None
+        client = _client()
         wid = _start(cfg, client, quiet=as_json)
         if not wait:
             if as_json:
@@ -95,14 +95,18 @@ def _start(cfg: Any, client: Any, quiet: bool) -> int:
 
     kwargs = dict(cfg.kwargs)
     if cfg.function:
-        kwargs["objective"] = load_target(
-            cfg.function,
-            JobFunction,
-            "@pw.job function",
-            "objective.function as MODULE:NAME or file.py:NAME",
-            "objective.function",
-            base=cfg.root,
-        )
+        try:
+            kwargs["objective"] = load_target(
+                cfg.function,
+                JobFunction,
+                "@pw.job function",
+                "objective.function as MODULE:NAME or file.py:NAME",
+                "objective.function",
+                base=cfg.root,
+            )
+        except typer.BadParameter as exc:
+            err.print(f"[red]error:[/] {cfg.path.name}: objective.function: {exc.message}")
+            raise typer.Exit(2) from None
     sdk_client._default = client  # submit through this client (and its quick retry)
     flow = optimize.options(name=cfg.name, sandbox=str(cfg.root))
     try:

@@ -69,15 +69,15 @@ def load(path: Path) -> HpoConfig:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read it: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"not valid YAML: {exc}") from None
     return parse(data, path.resolve())
 
 
 def parse(data: Any, path: Path) -> HpoConfig:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path.name}: expected a mapping of settings at the top")
+        raise ConfigError("expected a mapping of settings at the top")
     _known(data, TOP_KEYS, "")
     for key in ("objective", "space"):
         if key not in data:

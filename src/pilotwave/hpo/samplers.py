@@ -84,6 +84,8 @@ def make_sampler(
         defaults |= {"constant_liar": True, "multivariate": True}
     elif name == "qmc":
         defaults["scramble"] = True
+    elif name == "cmaes":  # categoricals are sampled at random, as documented: no warning each time
+        defaults["warn_independent_sampling"] = False
     elif name == "grid":
         defaults["search_space"] = grid(space)
     return _build(_SAMPLER_CLASSES[name], "sampler", name, defaults, options)

@@ -16,7 +16,6 @@ evaluating a trial twice.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import warnings
@@ -181,8 +180,9 @@ def optimize(
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    # A driver's log is for what goes wrong: not Optuna's per-trial notes (a retried trial
+    # repeating a step, a sampler falling back to random sampling for a categorical).
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     canonical = hpo_space.normalize(space)
@@ -306,7 +306,7 @@ def _on_finish(seg: _Segment, t: _Trial, names: list[str]) -> None:
         out = t.future.result()
     except (pw.JobFailed, pw.JobCancelled) as exc:
         record["error"] = _last_line(str(exc))
-        seg.study.tell(t.handle, state=TrialState.FAIL)
+        _tell(seg.study, t.handle, state=TrialState.FAIL)
         seg.records.append(record)
         return
     out = out if isinstance(out, dict) else {}
@@ -317,18 +317,28 @@ def _on_finish(seg: _Segment, t: _Trial, names: list[str]) -> None:
         record["metrics"] = out.get("metrics") or {}
         record["state"] = COMPLETE
         before = _best_value(seg.study)
-        seg.study.tell(t.handle, values=values)
+        _tell(seg.study, t.handle, values=values)
         after = _best_value(seg.study)
         seg.since_best = 0 if after != before else seg.since_best + 1
     elif "pruned" in out or "$pw_pruned" in out:
         record["state"] = PRUNED
         if t.intermediate and not multi:
             record["value"] = t.intermediate[max(t.intermediate)]
-        seg.study.tell(t.handle, state=TrialState.PRUNED)
+        _tell(seg.study, t.handle, state=TrialState.PRUNED)
     else:
         record["error"] = str(out.get("invalid") or f"the trial job returned {out!r}")
-        seg.study.tell(t.handle, state=TrialState.FAIL)
+        _tell(seg.study, t.handle, state=TrialState.FAIL)
     seg.records.append(record)
+
+
+def _tell(study: Any, handle: Any, **outcome: Any) -> None:
+    try:
+        study.tell(handle, **outcome)
+    except RuntimeError as exc:
+        # The grid sampler stops the study when its grid is used up, which Optuna allows only
+        # inside study.optimize; the trial is stored by then, and the budget ends the loop.
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def _best_value(study: Any) -> Any:

@@ -118,6 +118,8 @@ def run_command(
         params_file.write_text(json.dumps(params))
         argv = render(command, params, segment, trial, params_file)
         env = {**os.environ, **{f"PW_PARAM_{k}": str(v) for k, v in params.items()}}
+        # `python` is the pilot's own interpreter, as in an activated virtual environment.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         if segment is not None:
             env["PW_SEGMENT"] = segment
         print(f"$ {shlex.join(argv)}", flush=True)
