@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +348,11 @@ def test_held_jobs_go_back_to_the_queue_when_the_running_job_is_long(pw_home: Pa
         assert long.state() == "running"  # the short one did not wait for it
         assert long.result(timeout=30) == 1
         assert c.client().job(short.id)["failures"] == 0
+
+
+def test_a_pilot_offers_no_more_slots_than_cores(tmp_path: Path) -> None:
+    from pilotwave.pilot.agent import Pilot, PilotConfig
+
+    cfg = PilotConfig("http://127.0.0.1:9", "t", ["default"], cores=2, memory_mb=100, slots=4)
+    pilot = Pilot(replace(cfg, workdir=tmp_path / "w", cache=tmp_path / "c"))
+    assert pilot.cfg.slots == 2  # a third job would only wait here for a core

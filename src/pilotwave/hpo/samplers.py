@@ -63,8 +63,11 @@ def make_sampler(
     seed: int,
     space: Mapping[str, Any],
     directions: Sequence[str],
+    parallel: int = 1,
 ) -> samplers.BaseSampler:
     """Build the sampler ``spec`` names (``None`` means "tpe") for a canonical ``space``.
+
+    ``parallel`` is how many trials of the study are in flight at once.
 
     Example: ``make_sampler({"type": "tpe", "n_startup_trials": 20}, seed=1, space=space,
     directions=["minimize"])``.
@@ -81,7 +84,11 @@ def make_sampler(
         raise ValueError(f"sampler {name!r}: 'search_space' is set from the run's search space")
     defaults: dict[str, Any] = {"seed": seed}
     if name == "tpe":
-        defaults |= {"constant_liar": True, "multivariate": True}
+        # TPE samples at random until n_startup_trials have *finished*; with ``parallel``
+        # trials in flight it would draw parallel - 1 more random points than a sequential
+        # study.  Counting those keeps the random start at Optuna's 10 points.
+        startup = max(1, 11 - parallel)
+        defaults |= {"constant_liar": True, "multivariate": True, "n_startup_trials": startup}
     elif name == "qmc":
         defaults["scramble"] = True
     elif name == "cmaes":  # categoricals are sampled at random, as documented: no warning each time

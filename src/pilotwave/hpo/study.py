@@ -194,17 +194,24 @@ def optimize(
     if _sampler_name(sampler) == "grid":
         budget = min(n_trials, hpo_space.grid_size(canonical))
     segs: list[_Segment] = []
-    for k, name in enumerate(segments or [None]):
+    names_or_none: list[str | None] = list(segments) if segments else [None]
+    in_flight = -(-parallel // len(names_or_none))  # trials one segment has in flight at most
+    for k, name in enumerate(names_or_none):
         study = optuna.create_study(
             study_name=f"hpo-{name or 'study'}",
             directions=dirs,  # type: ignore[arg-type]
             sampler=hpo_samplers.make_sampler(
-                sampler, seed=(base_seed + 7919 * k) % (1 << 32), space=canonical, directions=dirs
+                sampler,
+                seed=(base_seed + 7919 * k) % (1 << 32),
+                space=canonical,
+                directions=dirs,
+                parallel=in_flight,
             ),
             pruner=hpo_samplers.make_pruner(pruner, directions=dirs),
         )
         segs.append(_Segment(name, study, budget))
-    prune = pruner not in (None, "none")
+    # With a pruner, trials wait in pw.report for the driver's answer; without, they never wait.
+    prune = hpo_samplers.make_pruner(pruner, directions=dirs) is not None
     start = pw.now() if timeout_s is not None else 0.0
     timed_out = False
     inflight: dict[int, _Trial] = {}

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,18 @@ class _Exit(threading.Event):
 
 class Pilot:
     def __init__(self, cfg: PilotConfig) -> None:
+        if cfg.slots > cfg.cores:
+            # Jobs take at least a core each: more slots would only claim jobs that wait here
+            # for a core while another pilot could run them.
+            log.warning(
+                "%d slots but %d cores: at most %d jobs run at once, so slots is %d "
+                "(pass --cores to offer more cores)",
+                cfg.slots,
+                cfg.cores,
+                cfg.cores,
+                cfg.cores,
+            )
+            cfg = replace(cfg, slots=cfg.cores)
         self.cfg = cfg
         self.api = PilotApi(cfg.server, cfg.token)
         self.workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="pilotwave-pilot-"))
