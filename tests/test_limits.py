@@ -204,3 +204,65 @@ def test_upper_limit_through_pilots_agrees_with_asymptotics_at_large_counts(clus
     assert len(steps) >= 2 and all(len(s["points"]) <= 2 * 6 for s in steps[1:])
     assert result["toys"] == sum(s["toys"] for s in steps) and result["failed_jobs"] == 0
     assert run.status()["progress"]["kind"] == "limits"
+
+
+def test_exclusion_scan_refines_only_where_the_boundary_runs(cluster: Any) -> None:
+    from limits_flows import make_workspace
+
+    from pilotwave import limits
+
+    grid = {
+        "mass": {"low": 100, "high": 500, "points": 3},
+        "coupling": {"low": 0.1, "high": 1.0, "points": 3},
+    }
+    result = limits.scan.submit(
+        factory=make_workspace, grid=grid, toys=100, toys_per_job=100, max_steps=2, seed=1
+    ).result(timeout=300)
+    assert result["axes"] == ["mass", "coupling"] and result["failed_jobs"] == 0
+    points = {(p["params"]["mass"], p["params"]["coupling"]): p for p in result["points"]}
+    coarse = [p for p in points.values() if p["step"] == 1]
+    assert len(coarse) == 9 and len(points) > 9
+    for (m, c), p in points.items():  # far from the boundary, toys and asymptotics agree
+        model, data = model_data(make_workspace.fn(mass=m, coupling=c))
+        asym = float(pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde"))
+        if abs(asym - 0.05) > 0.04:
+            assert p["excluded"] == (asym < 0.05), (m, c, p["cls"], asym)
+        if p["step"] == 2:  # a new point lies in a cell whose corners disagreed
+            cell = [
+                q
+                for (qm, qc), q in points.items()
+                if q["step"] == 1 and abs(qm - m) <= 200 + 1e-6 and abs(qc - c) <= 0.45 + 1e-6
+            ]
+            assert {q["excluded"] for q in cell} == {True, False}
+    # The boundary runs between excluded and allowed points: more coupling is excluded.
+    for m, c in result["boundary"]["observed"]:
+        below = [p for (pm, pc), p in points.items() if pm == m and pc < c]
+        above = [p for (pm, pc), p in points.items() if pm == m and pc > c]
+        if below and above:
+            assert not max(below, key=lambda p: p["params"]["coupling"])["excluded"]
+            assert min(above, key=lambda p: p["params"]["coupling"])["excluded"]
+    assert result["boundary"]["expected"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"grid": {"mass": [1, 2]}}, "exactly two dimensions"),
+        ({"grid": {"mass": {"low": 5, "high": 1}, "coupling": [1, 2]}}, "grid.mass: low 5.0"),
+        ({"grid": {"mass": [1, 1], "coupling": [1, 2]}}, "grid.mass: needs at least 2 distinct"),
+        ({"grid": {"mass": {"low": 0, "high": 1, "log": True}, "coupling": [1, 2]}}, "log scale"),
+        ({"factory": print}, "factory: pass a @pw.job"),
+        ({"alpha": 0}, "alpha"),
+    ],
+)
+def test_bad_exclusion_arguments_are_refused_at_submission(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    from limits_flows import make_workspace
+
+    from pilotwave import limits
+
+    args = {"factory": make_workspace, "grid": {"mass": [100, 200], "coupling": [0.1, 1]}, **kwargs}
+    with pytest.raises((ValueError, TypeError)) as info:
+        limits.scan.submit(**args)
+    assert message in str(info.value)

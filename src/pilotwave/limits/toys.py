@@ -61,6 +61,19 @@ def throw_toys(
     poi_bounds: list[float] | None = None,
 ) -> dict[str, Any]:
     """Test statistics of ``n_toys`` s+b and ``n_toys`` b-only toys at ``poi``; and the observed one."""
+    return toy_statistics(workspace, poi, n_toys, seed, test_stat, poi_name, poi_bounds)
+
+
+def toy_statistics(
+    workspace: dict[str, Any] | str,
+    poi: float,
+    n_toys: int,
+    seed: int,
+    test_stat: str = "qtilde",
+    poi_name: str | None = None,
+    poi_bounds: list[float] | None = None,
+) -> dict[str, Any]:
+    """What a toy job computes: ``{"poi", "observed", "seed", "failed", "sb": [...], "b": [...]}``."""
     import numpy as np
     import pyhf
     from pyhf.infer import mle, utils
