@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from pilotwave.cli import hpo as hpo_commands
+from pilotwave.cli import limits as limits_commands
 from pilotwave.cli import workflows as workflow_commands
 from pilotwave.cli.common import (
     STATE_STYLE,
@@ -532,6 +533,7 @@ def token_revoke(token_id: int) -> None:
 for _command in workflow_commands.COMMANDS:
     app.command()(_command)
 app.command()(hpo_commands.hpo)
+app.command()(limits_commands.limits)
 
 
 def main() -> None:

@@ -8,6 +8,6 @@
 """
 
 from pilotwave.limits.exclusion import scan
-from pilotwave.limits.scan import upper_limit
+from pilotwave.limits.upper import upper_limit
 
 __all__ = ["scan", "upper_limit"]

@@ -12,7 +12,6 @@ excluded region (observed and expected), interpolated along the cell edges it cr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,8 +19,8 @@ import numpy as np
 
 import pilotwave as pw
 from pilotwave.limits import stats
-from pilotwave.limits.scan import toy_seed
 from pilotwave.limits.toys import TEST_STATS, toy_statistics
+from pilotwave.limits.upper import plan_jobs, toy_seed
 
 Node = tuple[float, float]
 
@@ -136,29 +135,23 @@ def scan(
     steps: list[dict[str, Any]] = []
     total = 0
     results: dict[Node, stats.Point] = {}
+    last_error = ""
     for step in range(1, max_steps + 1):
-        batch: list[pw.Future] = []
-        node_of: dict[int, Node] = {}
-        thrown = 0
-        for node, n in sorted(wanted.items()):
+        for node in wanted:
             first_step.setdefault(node, step)
-            for _ in range(max(1, math.ceil(n / toys_per_job))):
-                k = jobs_at.get(node, 0)
-                jobs_at[node] = k + 1
-                params = {xname: node[0], yname: node[1]}
-                fut = factory_toys.options(
-                    name=f"toys {xname}={node[0]:g} {yname}={node[1]:g}"
-                ).submit(
-                    factory,
-                    params,
-                    poi,
-                    toys_per_job,
-                    toy_seed(base_seed, hash_node(node), k),
-                    test_stat,
-                )
-                batch.append(fut)
-                node_of[fut.id] = node
-                thrown += toys_per_job
+        plan = plan_jobs(wanted, toys_per_job, max_toys - total, jobs_at)
+        if not plan:
+            break
+        batch = factory_toys.map(
+            [factory] * len(plan),
+            [{xname: node[0], yname: node[1]} for node, _ in plan],
+            [poi] * len(plan),
+            [toys_per_job] * len(plan),
+            [toy_seed(base_seed, hash_node(node), k) for node, k in plan],
+            [test_stat] * len(plan),
+        )
+        node_of = {fut.id: node for fut, (node, _) in zip(batch, plan, strict=True)}
+        thrown = len(plan) * toys_per_job
         total += thrown
         for fut in pw.as_completed(batch):
             acc = merged.setdefault(
@@ -166,8 +159,9 @@ def scan(
             )
             try:
                 out = fut.result()
-            except (pw.JobFailed, pw.JobCancelled):
+            except (pw.JobFailed, pw.JobCancelled) as exc:
                 acc["failed_jobs"] += 1
+                last_error = (str(exc).strip().splitlines() or [""])[-1]
                 continue
             acc["sb"] += out["sb"]
             acc["b"] += out["b"]
@@ -178,6 +172,8 @@ def scan(
             for node, acc in merged.items()
             if acc["sb"] and acc["b"]
         }
+        if not results:
+            raise RuntimeError(f"every toy job failed; the last error: {last_error}")
         steps.append({"step": step, "points": [list(n) for n in sorted(wanted)], "toys": thrown})
         pw.progress(
             {

@@ -47,6 +47,13 @@ def model_and_data(
         model = ws.model(**overrides)
     except (pyhf.exceptions.InvalidSpecification, pyhf.exceptions.InvalidModel) as exc:
         raise ValueError(f"not a valid HistFactory workspace: {exc}") from None
+    for obs in spec.get("observations", []):
+        bins = model.config.channel_nbins.get(obs["name"])
+        if bins is not None and len(obs["data"]) != bins:
+            raise ValueError(
+                f"observations of channel {obs['name']!r}: {len(obs['data'])} values "
+                f"for {bins} bins"
+            )
     return model, list(ws.data(model))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,29 @@ from pilotwave.limits import stats
 from pilotwave.limits.toys import TEST_STATS, model_and_data, throw_toys
 
 CURVES = ("observed", *(f"expected{n}" for n in stats.BAND_NAMES))
+
+
+def plan_jobs(
+    wanted: dict[Any, int], toys_per_job: int, budget: int, jobs_at: dict[Any, int]
+) -> list[tuple[Any, int]]:
+    """The toy jobs of a step: ``(point, k)`` for the k-th job at a point, within ``budget`` toys.
+
+    Jobs are handed out round-robin over the points, so a budget that runs short trims
+    every point a little rather than leaving some without toys.
+    """
+    left = {p: max(1, math.ceil(n / toys_per_job)) for p, n in sorted(wanted.items())}
+    plan: list[tuple[Any, int]] = []
+    while left and (len(plan) + 1) * toys_per_job <= budget:
+        for p in list(left):
+            if (len(plan) + 1) * toys_per_job > budget:
+                break
+            k = jobs_at.get(p, 0)
+            jobs_at[p] = k + 1
+            plan.append((p, k))
+            left[p] -= 1
+            if not left[p]:
+                del left[p]
+    return plan
 
 
 def toy_seed(base: int, poi: float, k: int) -> int:
@@ -110,7 +134,13 @@ def upper_limit(
         if poi_range is not None
         else model.config.suggested_bounds()[model.config.poi_index]
     )
+    # Fits need the POI's bounds to hold every tested value and 0 (the background-only fit).
+    blo, bhi = model.config.suggested_bounds()[model.config.poi_index]
+    fit_bounds = [min(lo, blo, 0.0), max(hi, bhi)] if poi_range is not None else None
+    # A workspace given as a path is a file in the workflow's sandbox: the toy jobs read it there.
+    toy_job = throw_toys.options(sandbox=os.environ.get("PILOTWAVE_SANDBOX") or None)
     base_seed = pw.seed() if seed is None else seed
+    last_error = ""
     sb: dict[float, list[float]] = {}
     b: dict[float, list[float]] = {}
     observed_q: dict[float, float] = {}
@@ -129,34 +159,30 @@ def upper_limit(
     limits: dict[str, dict[str, Any]] = {}
     converged = False
     for step in range(1, max_steps + 1):
-        batch: list[pw.Future] = []
-        poi_of: dict[int, float] = {}  # job -> its POI value
-        thrown = 0
-        for poi, toys in sorted(wanted.items()):
+        for poi in wanted:
             first_step.setdefault(poi, step)
-            n_jobs = max(1, math.ceil(toys / toys_per_job))
-            for _ in range(n_jobs):
-                k = jobs_at.get(poi, 0)
-                jobs_at[poi] = k + 1
-                fut = throw_toys.options(name=f"toys poi={poi:g}").submit(
-                    workspace,
-                    poi,
-                    toys_per_job,
-                    toy_seed(base_seed, poi, k),
-                    test_stat,
-                    poi_name,
-                    [lo, hi] if poi_range is not None else None,
-                )
-                batch.append(fut)
-                poi_of[fut.id] = poi
-                thrown += toys_per_job
+        plan = plan_jobs(wanted, toys_per_job, max_toys - total, jobs_at)
+        if not plan:
+            break
+        batch = toy_job.map(
+            [workspace] * len(plan),
+            [poi for poi, _ in plan],
+            [toys_per_job] * len(plan),
+            [toy_seed(base_seed, poi, k) for poi, k in plan],
+            [test_stat] * len(plan),
+            [poi_name] * len(plan),
+            [fit_bounds] * len(plan),
+        )
+        poi_of = {fut.id: poi for fut, (poi, _) in zip(batch, plan, strict=True)}
+        thrown = len(plan) * toys_per_job
         total += thrown
         for fut in pw.as_completed(batch):
             poi = poi_of[fut.id]
             try:
                 out = fut.result()
-            except (pw.JobFailed, pw.JobCancelled):
+            except (pw.JobFailed, pw.JobCancelled) as exc:
                 failed_jobs[poi] = failed_jobs.get(poi, 0) + 1
+                last_error = (str(exc).strip().splitlines() or [""])[-1]
                 continue
             sb.setdefault(poi, []).extend(out["sb"])
             b.setdefault(poi, []).extend(out["b"])
@@ -167,6 +193,8 @@ def upper_limit(
             for p in sorted(sb)
             if sb[p] and b[p]
         ]
+        if not points:
+            raise RuntimeError(f"every toy job failed; the last error: {last_error}")
         limits = {name: _limit(points, name, alpha) for name in CURVES}
         steps.append(
             {
