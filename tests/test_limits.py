@@ -298,5 +298,8 @@ def test_a_scan_whose_toy_jobs_all_fail_fails_with_their_error(
         raise RuntimeError("no pyhf on this pilot")
 
     monkeypatch.setattr(toys.throw_toys, "fn", broken)
-    with pytest.raises(RuntimeError, match="every toy job failed; the last error: RuntimeError: no pyhf on this pilot"):
+    with pytest.raises(
+        RuntimeError,
+        match="every toy job failed; the last error: RuntimeError: no pyhf on this pilot",
+    ):
         upper_limit(workspace=SMALL, initial_toys=100, toys_per_job=100, max_steps=1, seed=1)
