@@ -1,20 +1,36 @@
-"""``pilotwave limits``: a toy-based CLs upper limit on a pyhf workspace, its toys run on pilots."""
+"""``pilotwave limits``: toy-based CLs on pyhf workspaces, the toys run on pilots.
+
+Two kinds of run: an upper limit on one workspace (``pilotwave limits WORKSPACE.json``) and
+a 2-D exclusion over a model family (``pilotwave limits scan CONFIG.yaml``); ``pilotwave
+limits ID`` follows either and collects its results.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from pilotwave.cli.common import JsonOpt, _client, _print_json, err, out
-from pilotwave.cli.workflows import FINAL, _follow
+from pilotwave.cli.common import STATE_STYLE, JsonOpt, _client, _print_json, err, out
+from pilotwave.cli.workflows import FINAL, _follow, load_target
+
+if TYPE_CHECKING:
+    from pilotwave.limits.config import ScanConfig
 
 WORKFLOW_NAME = "limits"
+LIMITS, EXCLUSION = "limits", "exclusion"  # the kinds of run, as their progress names them
+SCAN_WORD = "scan"
+# The drivers of each kind, for a run that has not published its progress yet.
+DRIVERS = {
+    ("pilotwave.limits.upper", "upper_limit"): LIMITS,
+    ("pilotwave.limits.exclusion", "scan"): EXCLUSION,
+}
+ONE_D_OPTIONS = ("alpha", "precision", "poi_range", "toys_per_job", "max_toys", "seed")
 CURVE_LABELS = {
     "observed": "observed",
     "expected-2": "expected −2σ",
@@ -26,13 +42,23 @@ CURVE_LABELS = {
 
 
 def limits(
+    ctx: typer.Context,
     target: Annotated[
         str,
         typer.Argument(
-            help="WORKSPACE.json (pyhf HistFactory JSON) to start a scan, or the id of a scan started earlier.",
-            metavar="WORKSPACE.json|ID",
+            help="WORKSPACE.json (pyhf HistFactory JSON) to set an upper limit, the word scan "
+            "followed by CONFIG.yaml for a 2-D exclusion, or the id of a run started earlier.",
+            metavar="WORKSPACE.json|scan|ID",
         ),
     ],
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            help="After scan: the YAML config of the 2-D exclusion.",
+            metavar="CONFIG.yaml",
+            show_default=False,
+        ),
+    ] = None,
     alpha: Annotated[
         float, typer.Option(help="Test size: the limit is at confidence level 1 - alpha.")
     ] = 0.05,
@@ -59,45 +85,82 @@ def limits(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--out", help="Where result.json and brazil.png go (default limits-ID)."),
+        typer.Option(
+            "--out",
+            help="Where result.json and the plot go (default limits-ID or exclusion-ID; "
+            "for a scan, its config's output if set).",
+        ),
     ] = None,
     as_json: JsonOpt = False,
     wait: Annotated[
         bool,
-        typer.Option(help="Follow the scan live and collect its results when it ends."),
+        typer.Option(help="Follow the run live and collect its results when it ends."),
     ] = True,
 ) -> None:
-    """CLs upper limit from toys: the scan runs in a workflow, its toys as jobs on the pilots.
+    """Toy-based CLs on pyhf workspaces: an upper limit, or a 2-D exclusion; toys run as jobs on the pilots.
 
-    The workspace's directory is shipped to the pilots, and the toy jobs read the workspace from it. A coarse grid of POI values comes first; each next step adds points or toys only where CLs crosses alpha, until every limit (observed and the expected band) is known to --precision or --max-toys are thrown.
+    [bold]pilotwave limits WORKSPACE.json[/]: an upper limit on the workspace's POI. The workspace's directory is shipped to the pilots. A coarse grid of POI values comes first; each next step adds points or toys only where CLs crosses alpha, until every limit (observed and the expected band) is known to --precision or --max-toys are thrown. Writes result.json and brazil.png (CLs against the POI with the expected band).
 
-    While it runs, the step, toys thrown and current limits are shown live; at the end the observed and expected limits are printed and result.json and brazil.png (CLs against the POI with the expected band) are written to --out.
+    [bold]pilotwave limits scan CONFIG.yaml[/]: the region of a two-parameter model family excluded at 1 - alpha. The config names a @pw.job factory that builds each point's workspace and the grid, e.g. factory: family.py:make_workspace  grid: {mass: {low: 100, high: 500, points: 5}, coupling: \\[0.1, 0.3, 1.0]}  toys: 300  max_steps: 3 (and optionally alpha, poi, toys_per_job, max_toys, test_stat, seed, name, output). The config's directory is shipped to the pilots. Step 1 evaluates the grid; each next step splits the cells the boundary crosses and adds toys where CLs is undecided. Writes result.json and exclusion.png (every point coloured by CLs, the observed and expected boundaries). --alpha, --precision, --poi-range, --toys-per-job, --max-toys and --seed are for an upper limit; a scan sets these in its config.
+
+    [bold]pilotwave limits ID[/]: follow a run of either kind started earlier and collect its results. While a run goes, its progress is shown live; at the end a summary is printed and the files are written to --out.
     """
-    if target.isdigit() and not Path(target).exists():
+    where = output
+    if target == SCAN_WORD:
+        cfg, factory = _scan_config(ctx, config)
         client = _client()
-        wid = int(target)
-        info = client.workflow(wid)
-        kind = (info.get("progress") or {}).get("kind")
-        if kind != "limits" and info["name"] not in (WORKFLOW_NAME, "upper-limit"):
-            err.print(f"[red]workflow {wid} ({info['name']}) is not a pilotwave limits scan[/]")
-            raise typer.Exit(2)
+        wid, kind, started = _start_scan(cfg, factory, client, quiet=as_json), EXCLUSION, True
+        where = where or cfg.output
+    elif config is not None:
+        _refuse(
+            f"unexpected {config}: only `pilotwave limits scan CONFIG.yaml` takes two arguments"
+        )
+    elif target.isdigit() and not Path(target).exists():
+        client = _client()
+        wid, started = int(target), False
+        kind = _kind_of(client, wid)
     else:
         kwargs = _arguments(Path(target), alpha, precision, poi_range, toys_per_job, max_toys, seed)
         client = _client()
-        wid = _start(Path(target), kwargs, client, quiet=as_json)
-        if not wait:
-            if as_json:
-                _print_json({"id": wid})
-            else:
-                out.print(
-                    f"started limits scan [bold]{wid}[/]; collect it with `pilotwave limits {wid}`"
-                )
-            return
-    state = _follow(client, wid, quiet=as_json, render=_progress) if wait else None
+        wid, kind, started = _start(Path(target), kwargs, client, quiet=as_json), LIMITS, True
+    if started and not wait:
+        if as_json:
+            _print_json({"id": wid})
+        else:
+            what = "exclusion scan" if kind == EXCLUSION else "limits scan"
+            out.print(f"started {what} [bold]{wid}[/]; collect it with `pilotwave limits {wid}`")
+        return
+    _finish(client, wid, kind, where, as_json, wait)
+
+
+def _kind_of(client: Any, wid: int) -> str:
+    """Which kind of run workflow ``wid`` is: its progress says, else its driver function does."""
+    info = client.workflow(wid)
+    kind = (info.get("progress") or {}).get("kind")
+    if kind is None:
+        fn = (client.job(info["driver_job_id"]).get("spec") or {}).get("function") or {}
+        kind = DRIVERS.get((str(fn.get("module")), str(fn.get("qualname"))))
+    if kind is None and info["name"] in (WORKFLOW_NAME, "upper-limit"):
+        kind = LIMITS
+    if kind not in (LIMITS, EXCLUSION):
+        err.print(
+            f"[red]workflow {wid} ({escape(info['name'])}) is not a pilotwave limits scan "
+            "or exclusion scan[/]"
+        )
+        raise typer.Exit(2)
+    return str(kind)
+
+
+def _finish(
+    client: Any, wid: int, kind: str, where: Path | None, as_json: bool, wait: bool
+) -> None:
+    """Follow the run (with ``wait``), then print its results and write their files."""
+    render = _scan_progress if kind == EXCLUSION else _progress
+    state = _follow(client, wid, quiet=as_json, render=render) if wait else None
     info = client.workflow(wid)
     state = state or info["state"]
     if state not in FINAL:
-        err.print(_progress(info))
+        err.print(render(info))
         err.print(
             f"scan {wid} is {state}; `pilotwave limits {wid}` waits for it and collects its results"
         )
@@ -105,8 +168,14 @@ def limits(
     if state != "succeeded":
         err.print(f"[red]scan {wid} {state}[/]" + (f":\n{info['error']}" if info["error"] else ""))
         raise typer.Exit(1)
-    result = info["result"]
-    files = collect(result, output or Path(f"limits-{wid}"))
+    if kind == EXCLUSION:
+        _report_scan(wid, info["result"], where or Path(f"exclusion-{wid}"), as_json)
+    else:
+        _report_limits(wid, info["result"], where or Path(f"limits-{wid}"), as_json)
+
+
+def _report_limits(wid: int, result: dict[str, Any], where: Path, as_json: bool) -> None:
+    files = collect(result, where)
     if as_json:
         _print_json({"id": wid, "result": result, "files": files})
     elif result["points"]:
@@ -282,4 +351,148 @@ def _summary_line(result: dict[str, Any]) -> str:
     return (
         f"{result['toys']} toys in {steps} step{'s' if steps != 1 else ''} "
         f"at {len(result['points'])} points; {failures}; {converged}"
+    )
+
+
+def _scan_config(ctx: typer.Context, config: str | None) -> tuple[ScanConfig, Any]:
+    """The scan's config and its factory, checked here before any server is asked."""
+    from pilotwave.limits import exclusion
+    from pilotwave.limits.config import ConfigError, check_factory, load
+
+    if config is None:
+        _refuse("give the scan's config: pilotwave limits scan CONFIG.yaml")
+    for name in ONE_D_OPTIONS:
+        source = ctx.get_parameter_source(name)  # typer's own click: compare by name
+        if source is not None and source.name == "COMMANDLINE":
+            flag = "--" + name.replace("_", "-")
+            _refuse(f"{flag} is for an upper limit on a workspace; a scan reads {config} instead")
+    try:
+        cfg = load(Path(config))
+        factory = _load_factory(cfg)
+        check_factory(factory, cfg.kwargs["grid"])
+        exclusion.check(factory, **cfg.kwargs)
+    except (ConfigError, ValueError, TypeError) as exc:
+        _refuse(f"{config}: {exc}")
+    return cfg, factory
+
+
+def _load_factory(cfg: ScanConfig) -> Any:
+    """Import the config's ``factory`` (relative to the config's directory): a ``@pw.job``."""
+    from pilotwave.limits.config import ConfigError
+    from pilotwave.sdk.jobs import JobFunction
+
+    try:
+        return load_target(
+            cfg.factory,
+            JobFunction,
+            "@pw.job function",
+            "factory as file.py:NAME or MODULE:NAME",
+            "factory",
+            base=cfg.root,
+        )
+    except typer.BadParameter as exc:
+        raise ConfigError(f"factory: {exc.message}") from None
+    except Exception as exc:  # the user's module failed while being imported
+        raise ConfigError(f"factory: importing {cfg.factory} failed: {exc!r}") from None
+
+
+def _start_scan(cfg: ScanConfig, factory: Any, client: Any, quiet: bool) -> int:
+    from pilotwave.limits.exclusion import scan
+    from pilotwave.sdk import client as sdk_client
+
+    sdk_client._default = client  # submit through this client (and its quick retry)
+    flow = scan.options(sandbox=str(cfg.root), name=cfg.name)
+    try:
+        run = flow.submit(factory=factory, **cfg.kwargs)
+    except (ValueError, TypeError) as exc:
+        _refuse(f"{cfg.path.name}: {exc}")
+    if not quiet:
+        err.print(f"exclusion scan {run.id} ({cfg.name}, {cfg.path.name}) started")
+    return int(run.id)
+
+
+def collect_scan(result: dict[str, Any], where: Path) -> dict[str, str]:
+    """Write result.json and exclusion.png under ``where``; return their paths."""
+    from pilotwave.limits import plots
+
+    where.mkdir(parents=True, exist_ok=True)
+    result_path = where / "result.json"
+    result_path.write_text(json.dumps(result, indent=2))
+    plot_path = plots.exclusion_map(result, where / "exclusion.png")
+    return {"result": str(result_path), "plot": str(plot_path)}
+
+
+def _report_scan(wid: int, result: dict[str, Any], where: Path, as_json: bool) -> None:
+    files = collect_scan(result, where)
+    if as_json:
+        _print_json({"id": wid, "result": result, "files": files})
+        return
+    out.print(_steps_table(result))
+    out.print(_scan_summary(result))
+    if not result["boundary"]["observed"]:
+        out.print(
+            "[yellow]no observed boundary: CLs does not cross alpha between evaluated points; "
+            "widen the grid or add points[/]"
+        )
+    out.print(f"results: {files['result']}")
+    out.print(f"plot:    {files['plot']}")
+
+
+def _scan_progress(info: dict[str, Any]) -> Group:
+    """The live view: the last step finished, points evaluated and excluded, toys, jobs."""
+    prog = info.get("progress") or {}
+    head = f"exclusion scan {info['id']} ({escape(info['name'])}): {info['state']}"
+    if prog.get("kind") == EXCLUSION:
+        line = (
+            f"after step {prog['step']}: {prog['points']} points evaluated, "
+            f"{prog['excluded']} excluded, {prog['toys']} toys thrown"
+        )
+    else:
+        line = "step 1 (the coarse grid) running"
+    counts = info.get("counts") or {}
+    jobs = "jobs: " + "  ".join(
+        f"[{STATE_STYLE[k]}]{k} {v}[/]" if STATE_STYLE.get(k) else f"{k} {v}"
+        for k, v in sorted(counts.items())
+    )
+    return Group(head, line, jobs) if counts else Group(head, line)
+
+
+def _steps_table(result: dict[str, Any]) -> Table:
+    """Per step: the points added, the points given toys, the toys, and how many are excluded."""
+    cl = 100 * (1 - result["alpha"])
+    xname, yname = result["axes"]
+    table = Table(
+        title=f"exclusion over {xname} × {yname} at {cl:g}% CL (CLs at POI = {result['poi']:g})",
+        title_justify="left",
+        show_edge=False,
+    )
+    for col in ("step", "new points", "points with toys", "toys", "new excluded"):
+        table.add_column(col, justify="right")
+    for step in result["steps"]:
+        added = [p for p in result["points"] if p["step"] == step["step"]]
+        table.add_row(
+            str(step["step"]),
+            str(len(added)),
+            str(len(step["points"])),
+            str(step["toys"]),
+            str(sum(p["excluded"] for p in added)),
+        )
+    return table
+
+
+def _scan_summary(result: dict[str, Any]) -> str:
+    points, steps = result["points"], len(result["steps"])
+    excluded = sum(p["excluded"] for p in points)
+    expected = sum(p["excluded_expected"] for p in points)
+    failed = result["failed_toys"], result["failed_jobs"]
+    failures = (
+        f"[yellow]{failed[0]} failed toys, {failed[1]} failed jobs[/]"
+        if any(failed)
+        else "no failed toys or jobs"
+    )
+    boundary = result["boundary"]
+    return (
+        f"{excluded} of {len(points)} points excluded ({expected} expected); boundary through "
+        f"{len(boundary['observed'])} points (expected {len(boundary['expected'])}); "
+        f"{result['toys']} toys in {steps} step{'s' if steps != 1 else ''}; {failures}"
     )
