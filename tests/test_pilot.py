@@ -356,3 +356,17 @@ def test_a_pilot_offers_no_more_slots_than_cores(tmp_path: Path) -> None:
     cfg = PilotConfig("http://127.0.0.1:9", "t", ["default"], cores=2, memory_mb=100, slots=4)
     pilot = Pilot(replace(cfg, workdir=tmp_path / "w", cache=tmp_path / "c"))
     assert pilot.cfg.slots == 2  # a third job would only wait here for a core
+
+
+def test_a_killed_pilots_workers_end_with_it(cluster: Any) -> None:
+    import psutil
+
+    fut = jb.sleep_then.submit(30.0, 1)
+    pilot = pilot_process(cluster, running_on(cluster, fut.id))
+    workers = wait_for(  # the job runs in a worker of that pilot (started in a moment)
+        lambda: psutil.Process(pilot.pid).children(recursive=True), what="the job's worker"
+    )
+    pilot.kill()
+    _, alive = psutil.wait_procs(workers, timeout=5)  # long before the job would end
+    assert not alive, [p.cmdline() for p in alive]  # no job left burning a core
+    fut.cancel()

@@ -13,8 +13,11 @@ import importlib.util
 import json
 import os
 import resource
+import select
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -165,7 +168,29 @@ def run_job(msg: dict[str, Any]) -> dict[str, Any]:
         msg["_rss_mb"] = ru1.ru_maxrss / 1024
 
 
+def _die_with_pilot() -> None:
+    """End this worker (and what its job started) when the pilot that started it dies.
+
+    A pilot killed with SIGKILL cannot stop its workers, which run in sessions of their
+    own; the server retries their jobs elsewhere, so a job left running here would only
+    burn the machine (and a workflow driver would retry a server that may be gone).  The
+    wait is on a pidfd of the pilot: the kernel wakes it when the pilot exits.
+    """
+    pilot = os.getppid()
+    if pilot == 1:  # the pilot died before this worker got here
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    try:
+        fd = os.pidfd_open(pilot)
+    except (AttributeError, OSError):  # no pidfds (not Linux >= 5.3): check once a second
+        while os.getppid() == pilot:
+            time.sleep(1.0)
+    else:
+        select.select([fd], [], [])
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
 def main(fd: int) -> None:
+    threading.Thread(target=_die_with_pilot, name="pilot-watch", daemon=True).start()
     sock = socket.socket(fileno=fd)
     conn = Connection(os.dup(sock.fileno()))
     sock.close()
