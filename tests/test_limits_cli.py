@@ -134,3 +134,10 @@ def test_brazil_plot_draws_a_scan_without_limits_or_with_few_points(
     }
     path = brazil(result, tmp_path / "plots" / "brazil.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_unknown_poi_is_refused_before_contacting_a_server(tmp_path: Path) -> None:
+    path = tmp_path / "ws.json"
+    path.write_text(json.dumps(WORKSPACE))
+    r = CliRunner().invoke(app, ["limits", str(path), "--poi", "lumi_nope"])
+    assert r.exit_code == 2 and "lumi_nope" in " ".join(r.output.split()), r.output

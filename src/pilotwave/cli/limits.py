@@ -30,7 +30,7 @@ DRIVERS = {
     ("pilotwave.limits.upper", "upper_limit"): LIMITS,
     ("pilotwave.limits.exclusion", "scan"): EXCLUSION,
 }
-ONE_D_OPTIONS = ("alpha", "precision", "poi_range", "toys_per_job", "max_toys", "seed")
+ONE_D_OPTIONS = ("alpha", "precision", "poi_range", "poi", "toys_per_job", "max_toys", "seed")
 CURVE_LABELS = {
     "observed": "observed",
     "expected-2": "expected −2σ",
@@ -83,6 +83,10 @@ def limits(
     seed: Annotated[
         int | None, typer.Option(help="Seed of the toys (default: random); same seed, same toys.")
     ] = None,
+    poi: Annotated[
+        str | None,
+        typer.Option(help="The parameter to set the limit on (default: the workspace's POI)."),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -120,7 +124,9 @@ def limits(
         wid, started = int(target), False
         kind = _kind_of(client, wid)
     else:
-        kwargs = _arguments(Path(target), alpha, precision, poi_range, toys_per_job, max_toys, seed)
+        kwargs = _arguments(
+            Path(target), alpha, precision, poi_range, toys_per_job, max_toys, seed, poi
+        )
         client = _client()
         wid, kind, started = _start(Path(target), kwargs, client, quiet=as_json), LIMITS, True
     if started and not wait:
@@ -201,6 +207,7 @@ def _arguments(
     toys_per_job: int,
     max_toys: int,
     seed: int | None,
+    poi: str | None,
 ) -> dict[str, Any]:
     """The workflow's arguments, checked here (the workspace too) before any server is asked."""
     from pilotwave.limits.toys import model_and_data
@@ -214,9 +221,10 @@ def _arguments(
         "toys_per_job": toys_per_job,
         "max_toys": max_toys,
         "seed": seed,
+        "poi_name": poi,
     }
     try:
-        model_and_data(str(path))
+        model_and_data(str(path), poi)
     except ValueError as exc:
         _refuse(_one_line(str(exc)))
     try:
