@@ -303,3 +303,17 @@ def test_a_scan_whose_toy_jobs_all_fail_fails_with_their_error(
         match="every toy job failed; the last error: RuntimeError: no pyhf on this pilot",
     ):
         upper_limit(workspace=SMALL, initial_toys=100, toys_per_job=100, max_steps=1, seed=1)
+
+
+def test_the_bands_uncertainty_matches_the_spread_of_independent_toy_sets() -> None:
+    """A band value is a ratio at a quantile: its stated error must not be smaller than the
+    spread a re-run shows (a binomial error was 2-4x too small); the bootstrap errs on the
+    safe side in the lower band, where the ratios pile up near 0."""
+    rng = np.random.default_rng(5)
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:  # q under s+b sits above q under b-only
+        return np.sort(rng.chisquare(1, 1000) + 1.0), np.sort(rng.chisquare(1, 1000))
+
+    spread = np.std([stats.expected_band(*draw()) for _ in range(30)], axis=0, ddof=1)
+    stated = np.array(stats.expected_band_errors(*draw()))
+    assert np.all(stated > spread * 0.7) and np.all(stated < spread * 4), (stated, spread)

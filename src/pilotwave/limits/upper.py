@@ -124,7 +124,7 @@ def upper_limit(
 
     Returns a JSON-able dict: ``observed`` (``limit``, ``uncertainty``, ``stat``, ``interp``),
     ``expected`` (``{"-2", "-1", "0", "+1", "+2"}`` -> the same), ``points`` (``poi``,
-    ``cls``, ``cls_err``, ``cls_expected``, ``toys``, ``step``, ``failed_toys``,
+    ``cls``, ``cls_err``, ``cls_expected``, ``cls_expected_err``, ``toys``, ``step``, ``failed_toys``,
     ``failed_jobs``), ``steps`` (per step: points evaluated, toys thrown, the limits then),
     ``toys``, ``failed_toys``, ``failed_jobs``, ``converged``.
     """
@@ -225,6 +225,7 @@ def upper_limit(
                 "clsb": p.clsb,
                 "clb": p.clb,
                 "cls_expected": list(p.cls_expected),
+                "cls_expected_err": list(p.cls_expected_err),
                 "toys": p.toys,
                 "step": first_step[p.poi],
                 "failed_toys": p.failed_toys,
@@ -249,13 +250,7 @@ def _curve(points: list[stats.Point], name: str) -> tuple[list[float], list[floa
     if name == "observed":
         return pois, [p.cls for p in points], [p.cls_err for p in points]
     k = stats.BAND_NAMES.index(name.removeprefix("expected"))
-    values = [p.cls_expected[k] for p in points]
-    # The expected line's statistical error: a tail fraction measured with the point's toys.
-    errs = [
-        math.sqrt(max(v * (1 - v), 1 / p.toys) / p.toys)
-        for v, p in zip(values, points, strict=True)
-    ]
-    return pois, values, errs
+    return pois, [p.cls_expected[k] for p in points], [p.cls_expected_err[k] for p in points]
 
 
 def _limit(points: list[stats.Point], name: str, alpha: float) -> dict[str, Any]:
