@@ -207,6 +207,7 @@ def run_scan(args: argparse.Namespace, seed: int) -> Contender:
             p["clsb"],
             p["clb"],
             tuple(p["cls_expected"]),
+            tuple(p["cls_expected_err"]),
             p["toys"],
             p["failed_toys"],
         )

@@ -64,7 +64,10 @@ def limits(
     ] = 0.05,
     precision: Annotated[
         float,
-        typer.Option(help="Stop when every limit's uncertainty is below this fraction of it."),
+        typer.Option(
+            help="Stop when the observed and median limits' uncertainties are below this "
+            "fraction of them (the band's outer lines: twice this)."
+        ),
     ] = 0.05,
     poi_range: Annotated[
         tuple[float, float] | None,

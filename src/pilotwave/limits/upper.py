@@ -5,7 +5,8 @@ inside the brackets where CLs crosses ``alpha`` (observed, and each line of the 
 band): where the interpolation between a bracket's ends is the larger uncertainty it adds
 points inside the bracket; where the toys' statistics are, it adds toys at the ends.  Points
 outside every bracket get no more toys.  The scan stops when each limit's uncertainty is
-below ``precision`` (relative to the limit), or at the toy budget.
+below ``precision`` (relative to the limit; twice that for the band's ±1σ and ±2σ lines),
+or at the toy budget.
 
 Toys run in seeded jobs (``toys_per_job`` pairs each); a job that fails all its attempts
 leaves its point with fewer toys, and the result says so.
@@ -205,7 +206,7 @@ def upper_limit(
             }
         )
         pw.progress(_progress(step, total, limits, points))
-        converged = all(_precise(v, precision) for v in limits.values())
+        converged = all(_precise(v, _precision(k, precision)) for k, v in limits.items())
         if converged or total >= max_toys:
             break
         wanted = _refine(points, limits, precision, initial_toys * 2**step, lo, hi)
@@ -280,6 +281,20 @@ def _limit(points: list[stats.Point], name: str, alpha: float) -> dict[str, Any]
     }
 
 
+OUTER_LINES = ("expected-2", "expected-1", "expected+1", "expected+2")
+
+
+def _precision(curve: str, precision: float) -> float:
+    """The precision a curve's limit must reach: the band's outer lines, twice ``precision``.
+
+    The ±1σ and ±2σ lines draw the band; the observed limit and the median are the
+    numbers quoted.  Holding the outer lines (the noisiest: their CLs values are ratios at
+    the tails of the background-only toys) to the same precision would spend most of the
+    toys on the band's edges.
+    """
+    return 2 * precision if curve in OUTER_LINES else precision
+
+
 def _precise(limit: dict[str, Any], precision: float) -> bool:
     if limit["limit"] is None:
         return False
@@ -297,7 +312,7 @@ def _refine(
     """The next step's work: POI values and how many more toys each gets."""
     by_poi = {p.poi: p for p in points}
     wanted: dict[float, int] = {}
-    for lim in limits.values():
+    for curve, lim in limits.items():
         if lim["limit"] is None:
             if "above" in lim["reason"]:  # the limit lies beyond the last point
                 last = max(by_poi)
@@ -307,7 +322,7 @@ def _refine(
                 first = min(by_poi)
                 wanted[round((lo + first) / 2 if lo < first else first / 2, 12)] = toys
             continue
-        if _precise(lim, precision):
+        if _precise(lim, _precision(curve, precision)):
             continue
         p0, p1 = lim["bracket"]
         if lim["interp"] >= lim["stat"]:  # the bracket is too wide: look inside it
