@@ -264,14 +264,15 @@ def _start(path: Path, kwargs: dict[str, Any], client: Any, quiet: bool) -> int:
     return int(run.id)
 
 
-def collect(result: dict[str, Any], where: Path) -> dict[str, str]:
-    """Write result.json and brazil.png under ``where``; return their paths."""
+def collect(result: dict[str, Any], where: Path, plot: str = "brazil") -> dict[str, str]:
+    """Write result.json and the plot (``brazil`` or ``exclusion``) under ``where``; return their paths."""
     from pilotwave.limits import plots
 
     where.mkdir(parents=True, exist_ok=True)
     result_path = where / "result.json"
     result_path.write_text(json.dumps(result, indent=2))
-    plot_path = plots.brazil(result, where / "brazil.png")
+    draw = plots.brazil if plot == "brazil" else plots.exclusion_map
+    plot_path = draw(result, where / f"{plot}.png")
     return {"result": str(result_path), "plot": str(plot_path)}
 
 
@@ -422,19 +423,8 @@ def _start_scan(cfg: ScanConfig, factory: Any, client: Any, quiet: bool) -> int:
     return int(run.id)
 
 
-def collect_scan(result: dict[str, Any], where: Path) -> dict[str, str]:
-    """Write result.json and exclusion.png under ``where``; return their paths."""
-    from pilotwave.limits import plots
-
-    where.mkdir(parents=True, exist_ok=True)
-    result_path = where / "result.json"
-    result_path.write_text(json.dumps(result, indent=2))
-    plot_path = plots.exclusion_map(result, where / "exclusion.png")
-    return {"result": str(result_path), "plot": str(plot_path)}
-
-
 def _report_scan(wid: int, result: dict[str, Any], where: Path, as_json: bool) -> None:
-    files = collect_scan(result, where)
+    files = collect(result, where, "exclusion")
     if as_json:
         _print_json({"id": wid, "result": result, "files": files})
         return
