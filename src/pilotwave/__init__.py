@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from pilotwave.sdk.artifacts import artifact, job_id
 from pilotwave.sdk.client import Client, connect
 from pilotwave.sdk.context import outputs
 from pilotwave.sdk.driver import now, progress, seed
@@ -59,11 +60,13 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowFunction",
     "__version__",
+    "artifact",
     "as_completed",
     "check_prune",
     "connect",
     "events",
     "job",
+    "job_id",
     "now",
     "outputs",
     "progress",
