@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from pilotwave.cli import active as active_commands
 from pilotwave.cli import hpo as hpo_commands
 from pilotwave.cli import limits as limits_commands
 from pilotwave.cli import workflows as workflow_commands
@@ -534,6 +535,7 @@ for _command in workflow_commands.COMMANDS:
     app.command()(_command)
 app.command()(hpo_commands.hpo)
 app.command()(limits_commands.limits)
+app.command()(active_commands.active)
 
 
 def main() -> None:
