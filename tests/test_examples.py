@@ -108,3 +108,33 @@ def test_polymorphic_example_mixes_python_shell_and_a_nested_workflow(tmp_path: 
     source = re.search(r"unknown source \(python\): ([\d.]+) keV", out)
     assert source and abs(float(source.group(1)) - 1332.5) < 4.0, out
     assert "cluster and in-process runs agree, and the physics checks pass" in out
+
+
+def test_active_example_finds_the_contour_and_the_excess_without_a_human(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "active" / "darksector.py"), "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the excess is found where the data hold it" in r.stdout
+    out = tmp_path / "darksector-results"
+    contour = json.loads((out / "contour" / "result.json").read_text())
+    excess = json.loads((out / "excess" / "result.json").read_text())
+    assert (out / "contour" / "contour.png").exists() and (out / "excess" / "surface.png").exists()
+    assert len(contour["points"]) == 24 and contour["failed"] == 0
+    below = contour["estimate"]["values"]["cls_obs"]["below"]
+    assert any(any(row) for row in below) and not all(all(row) for row in below)
+    # What the pilots computed through production, artifact and analysis chain is what the
+    # same chain computes in this process.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(EXAMPLES / "active"))
+    import darksector
+
+    for p in [*contour["points"][::8], excess["points"][excess["best"]["index"]]]:
+        here = darksector.point(**p["params"], n_events=4000)
+        assert here == pytest.approx(p["output"], rel=1e-6)  # the fits' last digits may differ
