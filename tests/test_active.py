@@ -161,3 +161,27 @@ def test_search_survives_a_pilot_killed_mid_evaluation(pw_home: Path, tmp_path: 
         retried = [p for p in points if client.job(p["job"])["attempts"] > 1]
         assert retried  # the killed evaluation ran again elsewhere and counts once
         assert 16 <= len(af.runs(log)) <= 16 + len(retried)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_search_survives_a_server_killed_mid_search(
+    backend: str, pw_home: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = request.getfixturevalue("postgres").new_database() if backend == "postgresql" else None
+    log = str(tmp_path / "evals.log")
+    with running_cluster(pw_home, pilots=2, db=db) as c:
+        run = search.submit(
+            evaluate=af.logged, space=SPACE, level=af.LEVEL, budget=14, batch=3, seed=12,
+            tol=0.0, args={"log": log},
+        )  # fmt: skip
+        wait_for(lambda: len(af.runs(log)) >= 5, what="a few evaluations")
+        c.kill_server()
+        c.start_server()
+        result = run.result(timeout=180)
+        points = result["points"]
+        assert len(points) == 14 and {p["state"] for p in points} == {"done"}
+        assert len({p["job"] for p in points}) == 14
+        assert len(af.runs(log)) == 14  # every point evaluated once: nothing counted twice
+        assert c.client().workflow(run.id)["counts"] == {"succeeded": 15}

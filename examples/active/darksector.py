@@ -127,11 +127,15 @@ def analysis(sample: dict) -> dict:
     return fit.submit(histogram.submit(select.submit(sample))).result()
 
 
+def seed_for(mass: float, coupling: float) -> int:
+    """The same point, the same sample: a seed derived from the parameters."""
+    return zlib.crc32(f"{mass:.6g}/{coupling:.6g}".encode())
+
+
 @pw.workflow
 def point(mass: float, coupling: float, n_events: int = 4000) -> dict:
     """One parameter point: production, then the analysis of what it produced."""
-    seed = zlib.crc32(f"{mass:.6g}/{coupling:.6g}".encode())  # the same point, the same sample
-    sample = produce.submit(mass, coupling, n_events, seed).result()
+    sample = produce.submit(mass, coupling, n_events, seed_for(mass, coupling)).result()
     return analysis.submit(sample=sample).result()
 
 

@@ -251,7 +251,7 @@ def _rounds_table(result: dict[str, Any]) -> Table:
     for col in ("round", "evaluations", "failed"):
         table.add_column(col, justify="right")
     for name in result["values"] if contour else ():
-        table.add_column(f"{name} below {result['level']:g}", justify="right")
+        table.add_column(f"{name} < {result['level']:g}", justify="right")
     if not contour:
         table.add_column(f"best {result['values'][0]}", justify="right")
     table.add_column("change", justify="right")
