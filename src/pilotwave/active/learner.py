@@ -10,6 +10,10 @@ next point (the space-filling initial design first, then the acquisition's choic
 * ``goal="contour"``: find where each value crosses ``level``.  Acquisitions: ``straddle``
   (1.96·σ − |μ − level|, Bryan et al. 2005) or ``entropy`` (the binary entropy of the
   probability of being below the level), the largest over the values.
+  Every ``EXPLORE_EVERY``-th choice after the initial design takes the most uncertain
+  point instead: once one excluded region is mapped, the fitted length scales grow and a
+  second, disjoint region can look certain; the benchmark saw straddle alone miss one for
+  good in half of its runs (docs/benchmarks.md).
 * ``goal="maximize"``/``"minimize"``: expected improvement (``ei``) or an upper confidence
   bound (``ucb``).
 * Points chosen while others are still being evaluated see those as if their values were
@@ -25,11 +29,12 @@ next point (the space-filling initial design first, then the acquisition's choic
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -51,6 +56,24 @@ CONTOUR_FLOOR = 1e-3
 RUNNING, DONE, FAILED = "running", "done", "failed"
 _CANDIDATES = 2048  # random candidates per choice, plus local ones around the best few
 _AVOID = 0.03  # no point closer than this (unit cube, per dimension scaled) to a failed one
+EXPLORE_EVERY = 4  # contours: every 4th choice after the initial design is the most uncertain
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_blas_thread(fn: F) -> F:
+    """Run ``fn`` with BLAS on one thread: the GP's small matrices gain nothing from more, and
+    a driver sharing its cores with evaluations lost 5x to thread contention in the benchmark."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 @dataclass
@@ -232,6 +255,7 @@ class Learner:
     def finished(self) -> int:
         return sum(p.state != RUNNING for p in self.points)
 
+    @_one_blas_thread
     def ask(self) -> Point:
         """The next point to evaluate (marked running until ``tell``)."""
         i = len(self.points)
@@ -247,6 +271,7 @@ class Learner:
         self.points.append(point)
         return point
 
+    @_one_blas_thread
     def tell(self, index: int, output: Any = None, error: str | None = None) -> Point:
         """What evaluating point ``index`` gave: its output (a dict of values) or an error."""
         p = self.points[index]
@@ -317,13 +342,14 @@ class Learner:
             gps = self._believe(gps, np.array(pending))
         _x, y = self._data()
         cand = rng.random((_CANDIDATES, self.box.dim))
-        score = self._acquire(gps, cand, y)
+        explore = self.goal == "contour" and (i - self.init) % EXPLORE_EVERY == EXPLORE_EVERY - 1
+        score = self._uncertainty(gps, cand, y) if explore else self._acquire(gps, cand, y)
         top = cand[np.argsort(score)[-8:]]
         local = (top[:, None, :] + rng.normal(0, 0.03, (len(top), 64, self.box.dim))).reshape(
             -1, self.box.dim
         )
         cand = self.box.snap(np.concatenate([cand, np.clip(local, 0, 1)]))
-        score = self._acquire(gps, cand, y)
+        score = self._uncertainty(gps, cand, y) if explore else self._acquire(gps, cand, y)
         order = np.argsort(-score, kind="stable")
         ranked = self._allowed(cand[order], avoid, taken)
         return ranked[0]
@@ -355,6 +381,16 @@ class Learner:
                 )
             )
         return out
+
+    def _uncertainty(self, gps: list[Any], cand: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The largest surrogate std over the values, each in units of its values' spread."""
+        return np.max(
+            [
+                gp.predict(cand, return_std=True)[1] / max(float(np.std(y[:, j])), 1e-12)
+                for j, gp in enumerate(gps)
+            ],
+            axis=0,
+        )
 
     def _acquire(self, gps: list[Any], cand: np.ndarray, y: np.ndarray) -> np.ndarray:
         from scipy.stats import norm
@@ -459,6 +495,7 @@ class Learner:
         if self._quiet >= self.patience:
             self.converged = True
 
+    @_one_blas_thread
     def estimate(self) -> dict[str, Any]:
         """The surrogate on the grid, as nested lists in the order of the space's dimensions."""
         shape = (self.grid,) * self.box.dim
@@ -503,6 +540,7 @@ class Learner:
             out["best"] = last["best"]
         return out
 
+    @_one_blas_thread
     def result(self) -> dict[str, Any]:
         """The documented result dict (see ``pilotwave.active.search``)."""
         done = self.finished
