@@ -99,7 +99,7 @@ def test_scan_from_a_config_excludes_a_region_and_is_collected_again_by_id(
             [],
             "grid: give exactly two dimensions",
         ),
-        (CONFIG.replace("family.py", "not_a_job.py"), [], "is function, not a @pw.job function"),
+        (CONFIG.replace("family.py", "not_a_job.py"), [], "is a function, not a @pw.job function"),
         (CONFIG.replace("family.py", "nowhere.py"), [], "factory: no file nowhere.py"),
         (CONFIG.replace("mass:", "width:"), [], "factory: make_workspace cannot be called"),
         ("factory: [family.py\ngrid: {", [], "not valid YAML"),

@@ -126,16 +126,15 @@ def _load_evaluate(cfg: ActiveConfig) -> Any:
     from pilotwave.sdk.workflows import WorkflowFunction
 
     usage = "evaluate as file.py:NAME or MODULE:NAME"
+    kinds = (JobFunction, WorkflowFunction)
     try:
-        found = load_target(cfg.evaluate, object, "function", usage, "evaluate", base=cfg.root)
+        return load_target(
+            cfg.evaluate, kinds, "@pw.job or @pw.workflow", usage, "evaluate", cfg.root
+        )
     except typer.BadParameter as exc:
         raise ConfigError(f"evaluate: {exc.message}") from None
     except Exception as exc:  # the user's module failed while being imported
         raise ConfigError(f"evaluate: importing {cfg.evaluate} failed: {exc!r}") from None
-    if not isinstance(found, JobFunction | WorkflowFunction):
-        what = "nothing" if found is None else type(found).__name__
-        raise ConfigError(f"evaluate: {cfg.evaluate} is {what}, not a @pw.job or @pw.workflow")
-    return found
 
 
 def _refuse(message: str) -> NoReturn:

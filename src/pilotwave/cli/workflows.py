@@ -46,7 +46,12 @@ def load_workflow(target: str) -> Any:
 
 
 def load_target(
-    target: str, kind: type, what: str, usage: str, hint: str, base: Path | None = None
+    target: str,
+    kind: type | tuple[type, ...],
+    what: str,
+    usage: str,
+    hint: str,
+    base: Path | None = None,
 ) -> Any:
     """Import the ``kind`` object ``target`` names (``module:name`` or ``file.py:name``, from ``base``)."""
     base = base or Path.cwd()
@@ -65,10 +70,14 @@ def load_target(
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise typer.BadParameter(f"cannot import {module_name}: {exc}", param_hint=hint) from None
-    obj = getattr(module, attr, None)
+    if not hasattr(module, attr):
+        raise typer.BadParameter(f"{module_name} has no {attr!r}", param_hint=hint)
+    obj = getattr(module, attr)
     if not isinstance(obj, kind):
-        found = "nothing" if obj is None else type(obj).__name__
-        raise typer.BadParameter(f"{module_name}:{attr} is {found}, not a {what}", param_hint=hint)
+        found = type(obj).__name__
+        raise typer.BadParameter(
+            f"{module_name}:{attr} is a {found}, not a {what}", param_hint=hint
+        )
     return obj
 
 
