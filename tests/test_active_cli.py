@@ -218,7 +218,10 @@ def yaml_of(settings: dict[str, str]) -> str:
         ({"args": "{x: 2}"}, "args: x is also a dimension of the space"),
         ({"args": "[1]"}, "args: expected a mapping"),
         ({"grid": "1000"}, "grid: 1000^2 = 1000000 estimate points is too many"),
-        ({"evaluate": "good_eval.py:helper"}, "evaluate: good_eval.py:helper is a function, not a @pw.job"),
+        (
+            {"evaluate": "good_eval.py:helper"},
+            "evaluate: good_eval.py:helper is a function, not a @pw.job",
+        ),
         ({"evaluate": "good_eval.py:nothing"}, "good_eval.py has no 'nothing'"),
         ({"evaluate": "no_such_module:point"}, "evaluate: cannot import no_such_module"),
         ({"evaluate": "point"}, "evaluate: expected file.py:NAME"),
