@@ -185,6 +185,45 @@ def test_cli_started_without_wait_prints_the_id_and_refuses_a_missing_evaluation
     assert [w["id"] for w in pw.Client().workflows()] == [wid]  # nothing more was submitted
 
 
+NESTED_EVAL = """
+import pilotwave as pw
+
+
+@pw.job
+def square(v):
+    return v * v
+
+
+@pw.workflow
+def point(x, y):
+    return {"value": square.submit(x).result() + y}
+"""
+
+
+def test_cli_warns_when_nested_evaluations_exceed_the_driver_slots(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pilotwave as pw
+
+    config = CONTOUR_CONFIG.replace("contour_eval.py:point", "nested_eval.py:point")
+    config = config.replace("value: [cls_obs, cls_exp]", "value: value").replace(
+        "args: {k: 3.0}", ""
+    )
+    config_dir(tmp_path, "nested_eval", NESTED_EVAL, config.replace("transform: log", ""))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["active", "search.yaml"])  # batch 2: 4 <= the 8 slots of 2 pilots
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    (tmp_path / "search.yaml").write_text(config.replace("batch: 2", "batch: 7"))
+    r = CliRunner().invoke(app, ["active", "search.yaml"])
+    text = " ".join(r.output.split())
+    assert (
+        r.exit_code == 0
+        and "The 2 active pilot(s) offer 8 driver slot(s) in all; give at least 9" in text
+    )
+    for w in pw.Client().workflows():
+        pw.Client().workflow_op(w["id"], "cancel")
+
+
 GOOD = {
     "evaluate": "good_eval.py:point",
     "space": "{x: {low: 0, high: 1}, y: {low: 0, high: 1}}",
