@@ -238,3 +238,24 @@ def test_drivers_run_in_their_own_slots_beside_busy_job_slots(pw_home: Path) -> 
         assert run.result(timeout=60) == {"d": 16, "seeded": True}
         finished = client.job(long_job.id)["finished_at"]
         assert driver["attempt_history"][0]["started_at"] < finished
+
+
+def test_a_checker_sees_every_argument_with_the_workflows_own_defaults() -> None:
+    seen: list[dict[str, Any]] = []
+
+    @pw.workflow
+    def flow(a: int, b: int = 2, **extra: Any) -> int:
+        return a + b
+
+    @flow.check
+    def _check(**kwargs: Any) -> None:
+        seen.append(kwargs)
+        if kwargs["a"] < 0:
+            raise ValueError(f"a: {kwargs['a']} is negative")
+
+    assert flow(1) == 3  # a local call is checked too
+    with pytest.raises(ValueError, match="a: -1 is negative"):
+        flow.submit(a=-1, c=5)  # refused before any server is asked
+    with pytest.raises(TypeError, match="missing a required argument: 'a'"):
+        flow.submit(b=1)
+    assert seen == [{"a": 1, "b": 2}, {"a": -1, "b": 2, "c": 5}]

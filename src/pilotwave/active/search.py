@@ -19,21 +19,7 @@ from pilotwave.active.learner import Learner
 
 
 def check(
-    evaluate: Any,
-    space: Mapping[str, Any],
-    goal: str = "contour",
-    value: str | Sequence[str] = "value",
-    level: float | None = None,
-    budget: int = 60,
-    batch: int = 1,
-    init: int | None = None,
-    seed: int | None = None,
-    acquisition: str | None = None,
-    transform: str | None = None,
-    grid: int = 41,
-    tol: float = 0.002,
-    patience: int = 5,
-    args: Mapping[str, Any] | None = None,
+    evaluate: Any, space: Mapping[str, Any], args: Mapping[str, Any] | None = None, **settings: Any
 ) -> None:
     """Validate ``search``'s arguments; raises ``ValueError``/``TypeError`` naming the bad one."""
     if not isinstance(evaluate, (pw.JobFunction, pw.WorkflowFunction)):
@@ -41,10 +27,7 @@ def check(
             "evaluate: pass a @pw.job or @pw.workflow function that takes the parameters "
             "by name and returns a dict of values"
         )
-    box, _, _ = active_learner.check(
-        space, goal, value, level, budget, batch, init, seed, acquisition, transform, grid,
-        tol, patience,
-    )  # fmt: skip
+    box, _, _ = active_learner.check(space, **settings)
     if args is not None:
         if not isinstance(args, Mapping):
             raise TypeError(f"args: expected a dict of fixed arguments, got {type(args).__name__}")
@@ -133,7 +116,7 @@ def search(
             try:
                 told = learner.tell(point.index, fut.result())
             except (pw.JobFailed, pw.JobCancelled) as exc:
-                told = learner.tell(point.index, error=_last_line(str(exc)))
+                told = learner.tell(point.index, error=exc.reason)
             if told.error is not None and first_error is None:
                 first_error = told.error
         if learner.finished >= learner.init and learner.surrogates() is None:
@@ -150,8 +133,3 @@ search.check(check)
 
 def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _last_line(error: str) -> str:
-    lines = [ln for ln in error.strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else error[:500]

@@ -312,7 +312,7 @@ def _on_finish(seg: _Segment, t: _Trial, names: list[str]) -> None:
     try:
         out = t.future.result()
     except (pw.JobFailed, pw.JobCancelled) as exc:
-        record["error"] = _last_line(str(exc))
+        record["error"] = exc.reason
         _tell(seg.study, t.handle, state=TrialState.FAIL)
         seg.records.append(record)
         return
@@ -355,11 +355,6 @@ def _best_value(study: Any) -> Any:
         return study.best_value
     except ValueError:  # no completed trial yet
         return None
-
-
-def _last_line(error: str) -> str:
-    lines = [ln for ln in error.strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else error[:500]
 
 
 def _progress(segs: list[_Segment], dirs: list[str]) -> dict[str, Any]:

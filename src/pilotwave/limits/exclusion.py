@@ -161,7 +161,7 @@ def scan(
                 out = fut.result()
             except (pw.JobFailed, pw.JobCancelled) as exc:
                 acc["failed_jobs"] += 1
-                last_error = (str(exc).strip().splitlines() or [""])[-1]
+                last_error = exc.reason
                 continue
             acc["sb"] += out["sb"]
             acc["b"] += out["b"]

@@ -183,7 +183,7 @@ def upper_limit(
                 out = fut.result()
             except (pw.JobFailed, pw.JobCancelled) as exc:
                 failed_jobs[poi] = failed_jobs.get(poi, 0) + 1
-                last_error = (str(exc).strip().splitlines() or [""])[-1]
+                last_error = exc.reason
                 continue
             sb.setdefault(poi, []).extend(out["sb"])
             b.setdefault(poi, []).extend(out["b"])

@@ -6,6 +6,12 @@ from __future__ import annotations
 class PilotwaveError(Exception):
     """Base class of every pilotwave error."""
 
+    @property
+    def reason(self) -> str:
+        """The message's last non-empty line (for a failed job: its exception, not the traceback)."""
+        lines = [ln for ln in str(self).strip().splitlines() if ln.strip()]
+        return (lines[-1] if lines else str(self))[:500]
+
 
 class ConfigError(PilotwaveError):
     """No server configured, or a configuration file that cannot be read."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -58,18 +59,33 @@ class WorkflowFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the workflow in this process (its jobs too): no server needed."""
-        if self.checker is not None:
-            self.checker(*args, **kwargs)
+        self._check(args, kwargs)
         return driver.run_locally(self.fn, args, kwargs)
 
     def check(self, checker: Callable[..., None]) -> Callable[..., None]:
         """Register a function that validates the arguments before the workflow is submitted.
 
-        It takes the workflow's arguments and raises (``ValueError``, ``TypeError``) on bad
-        ones, so a bad call fails here, at once, instead of in the driver on a pilot.
+        It is called with every argument of the workflow by name, defaults filled in from
+        the workflow's own signature, and raises (``ValueError``, ``TypeError``) on bad ones,
+        so a bad call fails here, at once, instead of in the driver on a pilot.
         """
         self.checker = checker
         return checker
+
+    def _check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.checker is None:
+            return
+        sig = inspect.signature(self.fn)
+        bound = sig.bind(*args, **kwargs)  # a TypeError naming an unknown or missing argument
+        bound.apply_defaults()
+        named: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = sig.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                named[name] = value
+        self.checker(**named)
 
     def __repr__(self) -> str:
         return f"<pw.workflow {self.fn.__module__}.{self.fn.__qualname__}>"
@@ -126,8 +142,7 @@ class WorkflowFunction(Generic[P, R]):
         """
         if args:
             raise TypeError(f"pass the arguments of workflow {self.name} by name: submit(x=1)")
-        if self.checker is not None:
-            self.checker(**kwargs)
+        self._check((), kwargs)
         ctx = driver.current()
         if isinstance(ctx, driver.LocalContext):
             fut = _local_future(ctx, self.name, lambda: ctx.call(self.fn, *local_args((), kwargs)))
