@@ -456,3 +456,17 @@ def test_a_flat_estimate_still_draws(tmp_path: Path) -> None:
     flat = np.zeros((9, 9)).tolist()  # every CLs rounded to 0: nothing crosses the level
     result["estimate"]["mean"] = result["estimate"]["values"]["v"]["mean"] = flat
     assert [p.name for p in write_plots(result, tmp_path)] == ["contour.png", "history.png"]
+
+
+def test_cli_reports_an_evaluation_module_that_raises_on_import(
+    pw_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = "raise RuntimeError('calibration database unreachable')\n"
+    config_dir(
+        tmp_path, "crashing_eval", code, yaml_of({**GOOD, "evaluate": "crashing_eval.py:point"})
+    )
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["active", "search.yaml"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "evaluate: importing crashing_eval.py failed" in text, r.output
+    assert "calibration database unreachable" in text

@@ -29,11 +29,12 @@ names and shapes; their values are checked by ``pilotwave.active.search.check``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pilotwave.sdk import yamlconfig
+from pilotwave.sdk.yamlconfig import ConfigError, RunConfig
 
 SEARCH_KEYS = (
     "space",
@@ -58,55 +59,18 @@ STRING_KEYS = ("goal", "acquisition")
 DEFAULT_NAME = "active"
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be run; the message names the key."""
+__all__ = ["ConfigError", "RunConfig", "load", "parse"]
 
 
-@dataclass(frozen=True)
-class ActiveConfig:
-    """A checked config: the evaluation to import and ``search``'s other arguments."""
-
-    path: Path
-    evaluate: str  # module:name or file.py:name, relative to the config's directory
-    kwargs: dict[str, Any]  # search's arguments, all but evaluate
-    name: str = DEFAULT_NAME
-    output: Path | None = None
-
-    @property
-    def root(self) -> Path:
-        return self.path.parent
-
-
-def load(path: Path) -> ActiveConfig:
+def load(path: Path) -> RunConfig:
     """Read and check a config file; ``ConfigError`` says what is wrong and where."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read it: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {_first_line(exc)}") from None
-    return parse(data, path.resolve())
+    return parse(yamlconfig.read(path), path.resolve())
 
 
-def parse(data: Any, path: Path) -> ActiveConfig:
+def parse(data: Any, path: Path) -> RunConfig:
     """Check the settings' names and types; the values' ranges are ``search.check``'s."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            "expected a mapping of settings at the top, e.g. evaluate: ... space: ..."
-        )
-    unknown = [k for k in data if k not in TOP_KEYS]
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown setting (valid: {', '.join(TOP_KEYS)})")
-    for key in ("evaluate", "space"):
-        if key not in data:
-            raise ConfigError(f"{key}: missing (see `pilotwave active --help` for an example)")
-    evaluate = data["evaluate"]
-    if not isinstance(evaluate, str) or ":" not in evaluate.strip(":"):
-        raise ConfigError(
-            "evaluate: expected file.py:NAME or module:NAME, a @pw.job or @pw.workflow"
-        )
+    data = yamlconfig.check_keys(data, TOP_KEYS, ("evaluate", "space"), command="pilotwave active")
+    evaluate = yamlconfig.target(data, "evaluate", "a @pw.job or @pw.workflow")
     kwargs = {k: data[k] for k in SEARCH_KEYS if k in data and data[k] is not None}
     kwargs["space"] = _space(data["space"])
     for key in INTEGER_KEYS:
@@ -114,7 +78,7 @@ def parse(data: Any, path: Path) -> ActiveConfig:
             raise ConfigError(f"{key}: expected an integer, not {kwargs[key]!r}")
     for key in NUMBER_KEYS:
         if key in kwargs:
-            kwargs[key] = _number(key, kwargs[key])
+            kwargs[key] = yamlconfig.number(key, kwargs[key])
     for key in STRING_KEYS:
         if key in kwargs and not isinstance(kwargs[key], str):
             raise ConfigError(f"{key}: expected a name, not {kwargs[key]!r}")
@@ -124,19 +88,8 @@ def parse(data: Any, path: Path) -> ActiveConfig:
         kwargs["transform"] = _transform(kwargs["transform"])
     if "args" in kwargs and not isinstance(kwargs["args"], Mapping):
         raise ConfigError(f"args: expected a mapping of fixed arguments, not {kwargs['args']!r}")
-    name = data.get("name", DEFAULT_NAME)
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError("name: expected a short name for the workflow")
-    output = data.get("output")
-    if output is not None and (not isinstance(output, str) or not output):
-        raise ConfigError("output: expected a directory name")
-    return ActiveConfig(
-        path=path,
-        evaluate=evaluate,
-        kwargs=kwargs,
-        name=name,
-        output=path.parent / output if output else None,
-    )
+    name, output = yamlconfig.name_and_output(data, path, DEFAULT_NAME)
+    return RunConfig(path=path, target=evaluate, kwargs=kwargs, name=name, output=output)
 
 
 def _space(space: Any) -> dict[str, Any]:
@@ -155,7 +108,7 @@ def _space(space: Any) -> dict[str, Any]:
 
 def _bound(key: str, field: str, value: Any) -> Any:
     numeric = field in ("low", "high", "step") and isinstance(value, str)
-    return _number(key, value) if numeric else value
+    return yamlconfig.number(key, value) if numeric else value
 
 
 def _values(value: Any) -> str | list[str]:
@@ -172,23 +125,3 @@ def _transform(transform: Any) -> str | None:
     if not isinstance(transform, str):
         raise ConfigError(f"transform: expected log or none, not {transform!r}")
     return transform
-
-
-def _number(key: str, value: Any) -> float:
-    # PyYAML reads 5e-2 (no dot) as a string: accept what float() accepts.
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{key}: expected a number, not {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{key}: expected a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{key}: {value!r} is not a finite number")
-    return number
-
-
-def _first_line(exc: Exception) -> str:
-    """PyYAML's errors run over lines with a snippet of the file: keep what and where."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem

@@ -13,10 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from pilotwave.cli.common import JsonOpt, _client, _print_json, err, out
-from pilotwave.cli.workflows import FINAL, _follow, load_target
+from pilotwave.cli.workflows import FINAL, _follow, config_target
 
 if TYPE_CHECKING:
-    from pilotwave.active.config import ActiveConfig
+    from pilotwave.sdk.yamlconfig import RunConfig
 
 KIND = "active"  # the kind of run, as the search's progress names it
 DRIVER = ("pilotwave.active.search", "search")  # for a search that has no progress yet
@@ -49,7 +49,7 @@ def active(
 
     With --wait, the evaluations done, running and failed and, per round, the excluded fraction of the box (or the best value) are shown live; at the end a summary is printed and result.json and plots (PNG: the estimated contour or surface over the evaluated points, and the history) are written to --out. `pilotwave active ID` collects a search started earlier.
     """
-    cfg: ActiveConfig | None = None
+    cfg: RunConfig | None = None
     if target.isdigit() and not Path(target).exists():
         client = _client()
         wid = int(target)
@@ -105,36 +105,26 @@ def _check_kind(client: Any, wid: int) -> None:
         raise typer.Exit(2)
 
 
-def _config(target: str) -> tuple[ActiveConfig, Any]:
+def _config(target: str) -> tuple[RunConfig, Any]:
     """The config and its evaluation, checked here before any server is asked."""
     from pilotwave.active.config import load
     from pilotwave.active.search import check
+    from pilotwave.sdk.jobs import JobFunction
+    from pilotwave.sdk.workflows import WorkflowFunction
 
     try:
         cfg = load(Path(target))
-        evaluate = _load_evaluate(cfg)
+        evaluate = config_target(
+            cfg.target,
+            cfg.root,
+            (JobFunction, WorkflowFunction),
+            "@pw.job or @pw.workflow",
+            "evaluate",
+        )
         check(evaluate, **cfg.kwargs)
     except (ValueError, TypeError) as exc:  # ConfigError and SpaceError are ValueErrors
         _refuse(f"{target}: {exc}")
     return cfg, evaluate
-
-
-def _load_evaluate(cfg: ActiveConfig) -> Any:
-    """Import the config's ``evaluate`` (relative to the config's directory)."""
-    from pilotwave.active.config import ConfigError
-    from pilotwave.sdk.jobs import JobFunction
-    from pilotwave.sdk.workflows import WorkflowFunction
-
-    usage = "evaluate as file.py:NAME or MODULE:NAME"
-    kinds = (JobFunction, WorkflowFunction)
-    try:
-        return load_target(
-            cfg.evaluate, kinds, "@pw.job or @pw.workflow", usage, "evaluate", cfg.root
-        )
-    except typer.BadParameter as exc:
-        raise ConfigError(f"evaluate: {exc.message}") from None
-    except Exception as exc:  # the user's module failed while being imported
-        raise ConfigError(f"evaluate: importing {cfg.evaluate} failed: {exc!r}") from None
 
 
 def _refuse(message: str) -> NoReturn:
@@ -142,7 +132,7 @@ def _refuse(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _start(cfg: ActiveConfig, evaluate: Any, client: Any, quiet: bool) -> int:
+def _start(cfg: RunConfig, evaluate: Any, client: Any, quiet: bool) -> int:
     from pilotwave.active.search import search
     from pilotwave.sdk import client as sdk_client
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from pilotwave.cli.common import JsonOpt, _client, _print_json, err, out
-from pilotwave.cli.workflows import FINAL, _follow, load_target
+from pilotwave.cli.workflows import FINAL, _follow, config_target
 
 
 def hpo(
@@ -92,20 +92,16 @@ def _start(cfg: Any, client: Any, quiet: bool) -> int:
     from pilotwave.hpo.study import optimize
     from pilotwave.sdk import client as sdk_client
     from pilotwave.sdk.jobs import JobFunction
+    from pilotwave.sdk.yamlconfig import ConfigError
 
     kwargs = dict(cfg.kwargs)
     if cfg.function:
         try:
-            kwargs["objective"] = load_target(
-                cfg.function,
-                JobFunction,
-                "@pw.job function",
-                "objective.function as MODULE:NAME or file.py:NAME",
-                "objective.function",
-                base=cfg.root,
+            kwargs["objective"] = config_target(
+                cfg.function, cfg.root, JobFunction, "@pw.job function", "objective.function"
             )
-        except typer.BadParameter as exc:
-            err.print(f"[red]error:[/] {cfg.path.name}: objective.function: {exc.message}")
+        except ConfigError as exc:
+            err.print(f"[red]error:[/] {cfg.path.name}: {exc}")
             raise typer.Exit(2) from None
     sdk_client._default = client  # submit through this client (and its quick retry)
     flow = optimize.options(name=cfg.name, sandbox=str(cfg.root))

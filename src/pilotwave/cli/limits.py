@@ -17,10 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from pilotwave.cli.common import STATE_STYLE, JsonOpt, _client, _print_json, err, out
-from pilotwave.cli.workflows import FINAL, _follow, load_target
+from pilotwave.cli.workflows import FINAL, _follow, config_target
 
 if TYPE_CHECKING:
-    from pilotwave.limits.config import ScanConfig
+    from pilotwave.sdk.yamlconfig import RunConfig
 
 WORKFLOW_NAME = "limits"
 LIMITS, EXCLUSION = "limits", "exclusion"  # the kinds of run, as their progress names them
@@ -366,10 +366,11 @@ def _summary_line(result: dict[str, Any]) -> str:
     )
 
 
-def _scan_config(ctx: typer.Context, config: str | None) -> tuple[ScanConfig, Any]:
+def _scan_config(ctx: typer.Context, config: str | None) -> tuple[RunConfig, Any]:
     """The scan's config and its factory, checked here before any server is asked."""
     from pilotwave.limits import exclusion
     from pilotwave.limits.config import ConfigError, check_factory, load
+    from pilotwave.sdk.jobs import JobFunction
 
     if config is None:
         _refuse("give the scan's config: pilotwave limits scan CONFIG.yaml")
@@ -380,7 +381,7 @@ def _scan_config(ctx: typer.Context, config: str | None) -> tuple[ScanConfig, An
             _refuse(f"{flag} is for an upper limit on a workspace; a scan reads {config} instead")
     try:
         cfg = load(Path(config))
-        factory = _load_factory(cfg)
+        factory = config_target(cfg.target, cfg.root, JobFunction, "@pw.job function", "factory")
         check_factory(factory, cfg.kwargs["grid"])
         exclusion.check(factory, **cfg.kwargs)
     except (ConfigError, ValueError, TypeError) as exc:
@@ -388,27 +389,7 @@ def _scan_config(ctx: typer.Context, config: str | None) -> tuple[ScanConfig, An
     return cfg, factory
 
 
-def _load_factory(cfg: ScanConfig) -> Any:
-    """Import the config's ``factory`` (relative to the config's directory): a ``@pw.job``."""
-    from pilotwave.limits.config import ConfigError
-    from pilotwave.sdk.jobs import JobFunction
-
-    try:
-        return load_target(
-            cfg.factory,
-            JobFunction,
-            "@pw.job function",
-            "factory as file.py:NAME or MODULE:NAME",
-            "factory",
-            base=cfg.root,
-        )
-    except typer.BadParameter as exc:
-        raise ConfigError(f"factory: {exc.message}") from None
-    except Exception as exc:  # the user's module failed while being imported
-        raise ConfigError(f"factory: importing {cfg.factory} failed: {exc!r}") from None
-
-
-def _start_scan(cfg: ScanConfig, factory: Any, client: Any, quiet: bool) -> int:
+def _start_scan(cfg: RunConfig, factory: Any, client: Any, quiet: bool) -> int:
     from pilotwave.limits.exclusion import scan
     from pilotwave.sdk import client as sdk_client
 

@@ -70,6 +70,12 @@ def load_target(
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise typer.BadParameter(f"cannot import {module_name}: {exc}", param_hint=hint) from None
+    except typer.BadParameter:
+        raise
+    except Exception as exc:  # the user's module raised while being imported
+        raise typer.BadParameter(
+            f"importing {module_name} failed: {exc!r}", param_hint=hint
+        ) from None
     if not hasattr(module, attr):
         raise typer.BadParameter(f"{module_name} has no {attr!r}", param_hint=hint)
     obj = getattr(module, attr)
@@ -79,6 +85,22 @@ def load_target(
             f"{module_name}:{attr} is a {found}, not a {what}", param_hint=hint
         )
     return obj
+
+
+def config_target(
+    target: str, root: Path, kind: type | tuple[type, ...], what: str, key: str
+) -> Any:
+    """Import the function a YAML config names under ``key``, relative to the config's directory.
+
+    Raises ``ConfigError`` naming the key, like the config's other settings.
+    """
+    from pilotwave.sdk.yamlconfig import ConfigError
+
+    usage = f"{key} as file.py:NAME or MODULE:NAME"
+    try:
+        return load_target(target, kind, what, usage, key, base=root)
+    except typer.BadParameter as exc:
+        raise ConfigError(f"{key}: {exc.message}") from None
 
 
 def parse_args(pairs: list[str]) -> dict[str, Any]:

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pilotwave.sdk import yamlconfig
+from pilotwave.sdk.yamlconfig import ConfigError
+
 STUDY_KEYS = (
     "space",
     "n_trials",
@@ -42,10 +45,6 @@ STUDY_KEYS = (
 )
 TOP_KEYS = ("name", "objective", "trial", "output", "export", *STUDY_KEYS)
 OBJECTIVE_KEYS = ("function", "command", "loss_file", "objectives")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be run; the message names the key."""
 
 
 @dataclass
@@ -64,30 +63,17 @@ class HpoConfig:
 
 def load(path: Path) -> HpoConfig:
     """Read and check a config file; ``ConfigError`` says what is wrong and where."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read it: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}") from None
-    return parse(data, path.resolve())
+    return parse(yamlconfig.read(path), path.resolve())
 
 
 def parse(data: Any, path: Path) -> HpoConfig:
-    if not isinstance(data, Mapping):
-        raise ConfigError("expected a mapping of settings at the top")
-    _known(data, TOP_KEYS, "")
-    for key in ("objective", "space"):
-        if key not in data:
-            raise ConfigError(f"{key}: missing (see `pilotwave hpo --help` for an example)")
+    data = yamlconfig.check_keys(data, TOP_KEYS, ("objective", "space"), command="pilotwave hpo")
     obj = data["objective"]
     if isinstance(obj, str):  # a bare command
         obj = {"command": obj}
     if not isinstance(obj, Mapping):
         raise ConfigError("objective: expected {command: ...} or {function: module:name}")
-    _known(obj, OBJECTIVE_KEYS, "objective.")
+    yamlconfig.check_keys(obj, OBJECTIVE_KEYS, prefix="objective.")
     if ("command" in obj) == ("function" in obj):
         raise ConfigError("objective: give exactly one of 'command' or 'function'")
     kwargs: dict[str, Any] = {k: data[k] for k in STUDY_KEYS if k in data}
@@ -113,26 +99,15 @@ def parse(data: Any, path: Path) -> HpoConfig:
         if not isinstance(data["trial"], Mapping):
             raise ConfigError("trial: expected a mapping such as {cores: 2, walltime_s: 600}")
         kwargs["trial_options"] = dict(data["trial"])
-    output = data.get("output")
-    if output is not None and not isinstance(output, str):
-        raise ConfigError("output: expected a directory name")
+    name, output = yamlconfig.name_and_output(data, path, "hpo")
     export = data.get("export")
     if export is not None and (not isinstance(export, str) or "://" not in export):
         raise ConfigError("export: expected an Optuna storage URL such as sqlite:///study.db")
-    name = data.get("name", "hpo")
-    if not isinstance(name, str) or not name:
-        raise ConfigError("name: expected a short name for the workflow")
     return HpoConfig(
         path=path,
         name=name,
         function=obj.get("function"),
         kwargs=kwargs,
-        output=path.parent / output if output else None,
+        output=output,
         export=export,
     )
-
-
-def _known(data: Mapping[str, Any], keys: tuple[str, ...], prefix: str) -> None:
-    unknown = [k for k in data if k not in keys]
-    if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown setting (valid: {', '.join(keys)})")
