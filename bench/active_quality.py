@@ -98,7 +98,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
-from stats import percentile  # noqa: E402
+from stats import csv, percentile  # noqa: E402
 
 import pilotwave.active.learner as learner_module  # noqa: E402
 from pilotwave.active import Learner  # noqa: E402
@@ -651,10 +651,6 @@ def plot(runs: Sequence[Run], args: argparse.Namespace, path: Path) -> None:
 # -- main -----------------------------------------------------------------------------------
 
 
-def _csv(kind: Callable[[str], Any], text: str) -> list[Any]:
-    return [kind(x.strip()) for x in text.split(",") if x.strip()]
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--seeds", type=int, default=None, help="runs per contender (default 5)")
@@ -699,13 +695,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     args.seeds = args.seeds or (1 if quick else 5)
     args.budget = args.budget or (60 if quick else 100)
-    args.checkpoints = _csv(int, args.checkpoints or ("20,40" if quick else "20,40,60"))
+    args.checkpoints = csv(int, args.checkpoints or ("20,40" if quick else "20,40,60"))
     args.gp_grid_max = args.gp_grid_max or (8 if quick else 12)
-    args.parts = _csv(str, args.parts)
-    args.contour_problems = _csv(str, args.contour_problems)
-    args.contenders = _csv(str, args.contenders)
-    args.max_problems = _csv(str, args.max_problems)
-    args.iou_at = [k for k in _csv(int, args.iou_at) if k <= args.budget]
+    args.parts = csv(str, args.parts)
+    args.contour_problems = csv(str, args.contour_problems)
+    args.contenders = csv(str, args.contenders)
+    args.max_problems = csv(str, args.max_problems)
+    args.iou_at = [k for k in csv(int, args.iou_at) if k <= args.budget]
     if set(args.parts) - {"contour", "maximize"} or not args.parts:
         ap.error("--parts: choose from contour, maximize")
     if set(args.contenders) - {SEQ, BATCH, RANDOM, "grid"} or not args.contenders:

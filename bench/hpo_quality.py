@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ if str(HERE) not in sys.path:
 
 import hpo_problems as hp  # noqa: E402
 from hpo_overhead import BACKENDS, local_cluster  # noqa: E402
-from stats import fmt, percentile  # noqa: E402
+from stats import csv, fmt, percentile  # noqa: E402
 
 from pilotwave import hpo  # noqa: E402
 
@@ -253,10 +253,6 @@ def plot(studies: Sequence[Study], args: argparse.Namespace, path: Path) -> None
 # -- main ---------------------------------------------------------------------------------
 
 
-def _csv(kind: Callable[[str], Any], text: str) -> list[Any]:
-    return [kind(x.strip()) for x in text.split(",") if x.strip()]
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--seeds", type=int, default=10, help="studies per contender (default 10)")
@@ -291,10 +287,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=600.0, help="give up on one study after S seconds"
     )
     args = ap.parse_args(argv)
-    args.problems = _csv(str, args.problems)
-    args.contenders = _csv(str, args.contenders)
-    args.checkpoints = _csv(int, args.checkpoints)
-    args.sleep = _csv(float, args.sleep)
+    args.problems = csv(str, args.problems)
+    args.contenders = csv(str, args.contenders)
+    args.checkpoints = csv(int, args.checkpoints)
+    args.sleep = csv(float, args.sleep)
     if not args.problems or set(args.problems) - set(hp.PROBLEMS):
         ap.error(f"--problems: choose from {', '.join(hp.PROBLEMS)}")
     if not args.contenders or set(args.contenders) - set(CONTENDERS):

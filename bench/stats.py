@@ -1,8 +1,9 @@
-"""Small helpers the benchmark scripts share: percentiles and number formatting."""
+"""Small helpers the benchmark scripts share: percentiles, number formatting, option lists."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -19,3 +20,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 def fmt(x: float | None, spec: str) -> str:
     """``x`` formatted with ``spec``, or "-" when there is no value."""
     return "-" if x is None else format(x, spec)
+
+
+def csv(kind: Callable[[str], Any], text: str) -> list[Any]:
+    """A comma-separated option (``--seeds 1,2,3``) as a list of ``kind``."""
+    return [kind(x.strip()) for x in text.split(",") if x.strip()]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +65,21 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def kill_a_work_pilot(client: Any, run: Any, started: Callable[[], bool]) -> None:
+    """SIGKILL a pilot running one of ``run``'s jobs, not its driver, once ``started()`` holds."""
+    driver = wait_for(lambda: client.job(run.future.id)["pilot_id"], what="the driver")
+
+    def victim() -> int | None:
+        jobs = client.workflow(run.id)["jobs"]
+        busy = [j["pilot_id"] for j in jobs if j["state"] == "running" and j["kind"] != "driver"]
+        return next((p for p in busy if p and p != driver), None)
+
+    wait_for(started, what="a few evaluations")
+    pilot = wait_for(victim, what="a job on another pilot than the driver's")  # busy right now
+    name = next(p["name"] for p in client.pilots() if p["id"] == pilot)
+    os.kill(int(name.rsplit(":", 1)[1]), signal.SIGKILL)  # pilots are named host:pid
 
 
 @contextmanager

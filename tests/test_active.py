@@ -4,15 +4,13 @@ surviving a killed pilot."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import active_flows as af
 import numpy as np
 import pytest
-from conftest import running_cluster, wait_for
+from conftest import kill_a_work_pilot, running_cluster, wait_for
 
 from pilotwave.active import search
 
@@ -142,19 +140,7 @@ def test_search_survives_a_pilot_killed_mid_evaluation(pw_home: Path, tmp_path: 
             evaluate=af.logged, space=SPACE, level=af.LEVEL, budget=16, batch=3, seed=6,
             tol=0.0, args={"log": log},
         )  # fmt: skip
-        driver_pilot = wait_for(lambda: client.job(run.future.id)["pilot_id"], what="the driver")
-
-        def victim() -> int | None:
-            jobs = client.workflow(run.id)["jobs"]
-            busy = [
-                j["pilot_id"] for j in jobs if j["state"] == "running" and j["kind"] != "driver"
-            ]
-            return next((p for p in busy if p and p != driver_pilot), None)
-
-        pilot = wait_for(victim, what="an evaluation on another pilot than the driver's")
-        wait_for(lambda: len(af.runs(log)) >= 4, what="a few evaluations")
-        name = next(p["name"] for p in client.pilots() if p["id"] == pilot)
-        os.kill(int(name.rsplit(":", 1)[1]), signal.SIGKILL)
+        kill_a_work_pilot(client, run, lambda: len(af.runs(log)) >= 4)
         result = run.result(timeout=180)
         points = result["points"]
         assert len(points) == 16 and {p["state"] for p in points} == {"done"}

@@ -5,8 +5,6 @@ killed server."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import hpo_flows as hf
 import optuna
 import pytest
-from conftest import running_cluster, wait_for
+from conftest import kill_a_work_pilot, running_cluster, wait_for
 
 import pilotwave as pw
 from pilotwave import hpo
@@ -256,19 +254,7 @@ def test_study_survives_a_pilot_killed_mid_trial(pw_home: Path, tmp_path: Path) 
             parallel=4,
             seed=9,
         )
-        driver_pilot = wait_for(lambda: client.job(run.future.id)["pilot_id"], what="the driver")
-
-        def trial_pilot() -> str | None:
-            jobs = client.workflow(run.id)["jobs"]
-            busy = [
-                j["pilot_id"] for j in jobs if j["state"] == "running" and j["kind"] != "driver"
-            ]
-            return next((p for p in busy if p and p != driver_pilot), None)
-
-        victim = wait_for(trial_pilot, what="a trial on another pilot than the driver's")
-        wait_for(lambda: len(hf.runs(log)) >= 3, what="a few evaluations")
-        name = next(p["name"] for p in client.pilots() if p["id"] == victim)
-        os.kill(int(name.rsplit(":", 1)[1]), signal.SIGKILL)
+        kill_a_work_pilot(client, run, lambda: len(hf.runs(log)) >= 3)
         result = run.result(timeout=180)
         trials = result["trials"]
         assert [t["number"] for t in trials] == list(range(16))
