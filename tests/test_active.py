@@ -10,7 +10,7 @@ from typing import Any
 import active_flows as af
 import numpy as np
 import pytest
-from conftest import kill_a_work_pilot, running_cluster, wait_for
+from harness import kill_a_work_pilot, running_cluster, wait_for
 
 from pilotwave.active import search
 

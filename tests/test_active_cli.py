@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from harness import running_cluster
 from typer.testing import CliRunner
 
 from pilotwave.cli.main import app
@@ -200,28 +201,23 @@ def point(x, y):
 """
 
 
-def test_cli_warns_when_nested_evaluations_exceed_the_driver_slots(
-    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_nested_evaluations_wider_than_the_driver_slots_finish(
+    pw_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pilotwave as pw
-
+    """Batch 7 of workflow evaluations on one pilot with one driver slot: the search and its
+    points park while they wait (this needed 9 slots before drivers parked)."""
     config = CONTOUR_CONFIG.replace("contour_eval.py:point", "nested_eval.py:point")
     config = config.replace("value: [cls_obs, cls_exp]", "value: value").replace(
         "args: {k: 3.0}", ""
     )
+    config = config.replace("batch: 2", "batch: 7").replace("budget: 14", "budget: 10")
     config_dir(tmp_path, "nested_eval", NESTED_EVAL, config.replace("transform: log", ""))
     monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(app, ["active", "search.yaml"])  # batch 2: 4 <= the 8 slots of 2 pilots
-    assert r.exit_code == 0 and "warning" not in r.output, r.output
-    (tmp_path / "search.yaml").write_text(config.replace("batch: 2", "batch: 7"))
-    r = CliRunner().invoke(app, ["active", "search.yaml"])
-    text = " ".join(r.output.split())
-    assert (
-        r.exit_code == 0
-        and "The 2 active pilot(s) offer 8 driver slot(s) in all; give at least 9" in text
-    )
-    for w in pw.Client().workflows():
-        pw.Client().workflow_op(w["id"], "cancel")
+    with running_cluster(pw_home, pilots=1, pilot_args=["--driver-slots", "1"]):
+        r = CliRunner().invoke(app, ["active", "search.yaml", "--wait", "--json"])
+    assert r.exit_code == 0, r.output
+    points = json.loads(r.stdout)["result"]["points"]
+    assert len(points) == 10 and all(p["state"] == "done" for p in points)
 
 
 GOOD = {

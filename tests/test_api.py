@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from pilotwave.protocol import Limits
 from pilotwave.server.app import create_app
 from pilotwave.server.settings import Settings
 
@@ -63,9 +64,8 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    settings = Settings(
-        home=tmp_path, max_request_bytes=64 * 1024, max_blob_bytes=32 * 1024, max_result_bytes=1000
-    )
+    limits = Limits(max_request_bytes=64 * 1024, max_blob_bytes=32 * 1024, max_result_bytes=1000)
+    settings = Settings(home=tmp_path, limits=limits)
     app = create_app(settings)
     with TestClient(app) as client:
         yield Api(client, app.state.admin_token)
@@ -207,7 +207,7 @@ def test_oversize_chunked_request_is_413(api: Api) -> None:
 
 
 def test_oversize_arguments_are_413_naming_args(tmp_path: Path) -> None:
-    app = create_app(Settings(home=tmp_path, max_spec_bytes=100))
+    app = create_app(Settings(home=tmp_path, limits=Limits(max_spec_bytes=100)))
     with TestClient(app) as c:
         big = {"kind": "python", "function": {"module": "m", "qualname": "f"}, "args": ["x" * 200]}
         r = c.post(
@@ -280,7 +280,7 @@ def test_repeated_completion_report_is_idempotent(api: Api) -> None:
     assert api.get(f"/api/v1/jobs/{job['id']}").json()["result"] == {"v": 1}
 
 
-def test_oversize_result_is_413_on_report_and_fails_the_job_in_batches(api: Api) -> None:
+def test_an_oversize_result_fails_its_job_for_good_on_either_report_route(api: Api) -> None:
     ptok = api.token("ops", role="pilot", queues=["default"])
     ids = api.post("/api/v1/jobs", {"jobs": [SHELL, SHELL]}).json()["ids"]
     pid = api.pilot(ptok)
@@ -288,15 +288,17 @@ def test_oversize_result_is_413_on_report_and_fails_the_job_in_batches(api: Api)
     big = '"' + "x" * 2000 + '"'
     one = {"job_id": jobs[0]["id"], "attempt": 1, "outcome": "succeeded", "result": big}
     r = api.post(f"/api/v1/pilots/{pid}/attempts/{jobs[0]['id']}/1", one, token=ptok)
-    assert r.status_code == 413 and r.json()["field"] == "result"
+    assert r.json() == {"ack": "accepted"}  # the pilot must not resend it forever
     batch = {
         "reports": [{"job_id": jobs[1]["id"], "attempt": 1, "outcome": "succeeded", "result": big}]
     }
     assert api.post(f"/api/v1/pilots/{pid}/reports", batch, token=ptok).json()["acks"] == [
         "accepted"
     ]
-    failed = api.get(f"/api/v1/jobs/{jobs[1]['id']}").json()
-    assert failed["state"] == "failed" and "ResultTooLarge" in failed["error"]
+    for job in jobs:  # one rule, one message: not retried, the limit named
+        failed = api.get(f"/api/v1/jobs/{job['id']}").json()
+        assert failed["state"] == "failed" and failed["attempts"] == 1
+        assert "ResultError: the result is 2002 bytes, over the limit of 1000" in failed["error"]
     assert ids
 
 
@@ -318,7 +320,16 @@ def test_watch_streams_jobs_as_they_finish(api: Api) -> None:
     api.post(f"/api/v1/pilots/{pid}/reports", {"reports": [rep]}, token=ptok)
     lines = watch(api, [[ids[0], ids[1]]], 0.2)
     assert lines == [
-        {"done": {str(jobs[0]["id"]): {"state": "succeeded", "result": [1, 2], "error": None}}},
+        {
+            "done": {
+                str(jobs[0]["id"]): {
+                    "state": "succeeded",
+                    "result": [1, 2],
+                    "error": None,
+                    "reason": None,
+                }
+            }
+        },
         {"end": True, "pending": 1},
     ]
 

@@ -6,53 +6,49 @@ import json
 from typing import Any
 
 import pytest
-from test_queue import Q
+from harness import Q, future, py_spec, rep, run_to_end, submit
 
 from pilotwave.engine import commands as log
 from pilotwave.engine import workflows as wf
-from pilotwave.engine.commands import Command, Kind, NonDeterministic, Recorded, Step, decide
+from pilotwave.engine.commands import decide
+from pilotwave.errors import Conflict, InvalidRequest, NonDeterminismError, NotFound
+from pilotwave.protocol import (
+    AttemptState,
+    CommandKind,
+    CommandRecord,
+    JobState,
+    Recorded,
+    Step,
+    WorkflowState,
+    workflow_state,
+)
+from pilotwave.protocol.wire import fill_futures, future_ids
 from pilotwave.server import auth
-from pilotwave.wms import claims, deps, pilots
+from pilotwave.wms import claims
 from pilotwave.wms import jobs as wj
-from pilotwave.wms.attempts import Report
-from pilotwave.wms.errors import Conflict, Invalid, NotFound
-from pilotwave.wms.states import AttemptState, JobState
 
 
-@pytest.fixture
-def q(db_url: str) -> Q:
-    return Q(db_url)
-
-
-def py_spec(*args: Any, **kw: Any) -> wj.JobSpec:
-    payload = json.dumps(
-        {"function": {"module": "m", "qualname": "f"}, "args": list(args), "kwargs": {}},
-        separators=(",", ":"),
+def cmd(
+    seq: int,
+    kind: CommandKind,
+    call: str,
+    fp: str,
+    observed: tuple[int, ...] = (),
+    reports: tuple[tuple[int, int, int, int, float], ...] = (),
+    at: float | None = None,
+) -> CommandRecord:
+    """A driver command as sent (a submit's jobs travel with its submitter here)."""
+    extra: dict[str, Any] = {"jobs": []} if kind == CommandKind.SUBMIT else {}
+    return CommandRecord(
+        seq=seq,
+        kind=kind,
+        call=call,
+        fingerprint=fp,
+        observed=list(observed),
+        reports=list(reports),
+        at=at,
+        **extra,
     )
-    return wj.JobSpec(kind="python", spec=payload, **kw)
-
-
-def future(job_id: int) -> dict[str, int]:
-    return {"$pw_future": job_id}
-
-
-def submit(q: Q, *specs: wj.JobSpec, owner: int | None = None) -> list[int]:
-    ids, _ = q.tx(lambda c, w: wj.submit(c, owner or q.alice, list(specs), q.now, w))
-    return ids  # type: ignore[no-any-return]
-
-
-def run_to_end(q: Q, pid: str, job_id: int, outcome: AttemptState, result: Any = None) -> None:
-    got = q.claim(pid, 50) or []
-    mine = [c for c in got if c.id == job_id]
-    assert mine, f"job {job_id} was not claimable"
-    text = json.dumps(result) if outcome is AttemptState.SUCCEEDED else None
-    q.report(
-        pid,
-        Report(job_id, mine[0].attempt, outcome, result=text, error="bad luck", retryable=False),
-    )
-    for c in got:  # hand back anything else claimed on the way
-        if c.id != job_id:
-            q.report(pid, Report(c.id, c.attempt, AttemptState.KILLED, error="not now"))
 
 
 # -- pure rules ------------------------------------------------------------------------
@@ -63,29 +59,30 @@ def rec(fp: str, stale: bool = False, kind: str = "submit") -> Recorded:
 
 
 def test_replay_rule() -> None:
-    cmd = Command(0, Kind.SUBMIT, "f.submit", "aa")
-    assert decide(1, cmd, None) is Step.RECORD
-    assert decide(1, cmd, rec("aa")) is Step.REPLAY
-    assert decide(1, cmd, rec("aa", stale=True)) is Step.ADOPT
-    assert decide(1, cmd, rec("bb", stale=True)) is Step.TRUNCATE
-    observe = Command(0, Kind.OBSERVE, "result(f)", "aa")
+    submit_ = cmd(0, CommandKind.SUBMIT, "f.submit", "aa")
+    assert decide(1, submit_, None) is Step.RECORD
+    assert decide(1, submit_, rec("aa")) is Step.REPLAY
+    assert decide(1, submit_, rec("aa", stale=True)) is Step.ADOPT
+    assert decide(1, submit_, rec("bb", stale=True)) is Step.TRUNCATE
+    observe = cmd(0, CommandKind.OBSERVE, "result(f)", "aa")
     assert decide(1, observe, rec("aa", stale=True, kind="observe")) is Step.ADOPT
     assert decide(1, observe, rec("aa", stale=True)) is Step.TRUNCATE
-    with pytest.raises(NonDeterministic, match=r"fingerprint bb.*fingerprint aa"):
-        decide(1, cmd, rec("bb"))
+    with pytest.raises(NonDeterminismError, match=r"fingerprint bb.*fingerprint aa"):
+        decide(1, submit_, rec("bb"))
 
 
 def test_placeholders_are_found_and_filled_only_as_json_objects() -> None:
     spec = json.dumps({"args": [future(3), '{"$pw_future":4}', [future(5)]]}, separators=(",", ":"))
-    assert deps.upstream_ids(spec) == [3, 5]  # the string lookalike is escaped, not a match
-    filled = json.loads(deps.substitute(spec, {3: '{"x":1}', 5: "7"}))
+    assert future_ids(spec) == [3, 5]  # the string lookalike is escaped, not a match
+    filled = json.loads(fill_futures(spec, {3: '{"x":1}', 5: "7"}))
     assert filled["args"] == [{"x": 1}, '{"$pw_future":4}', [7]]
 
 
 def test_workflow_state_follows_its_driver() -> None:
-    assert wf.state_of("running", False) is wf.WorkflowState.RUNNING
-    assert wf.state_of("queued", True) is wf.WorkflowState.SUSPENDED
-    assert wf.state_of("failed", True) is wf.WorkflowState.FAILED
+    assert workflow_state("running", False) is WorkflowState.RUNNING
+    assert workflow_state("parked", False) is WorkflowState.RUNNING
+    assert workflow_state("queued", True) is WorkflowState.SUSPENDED
+    assert workflow_state("failed", True) is WorkflowState.FAILED
 
 
 # -- dependencies ----------------------------------------------------------------------
@@ -120,7 +117,7 @@ def test_an_upstream_failure_cancels_dependents_down_the_graph(q: Q) -> None:
     for job_id in (mid, low):
         job = q.job(job_id)
         assert job["state"] == "cancelled"
-        assert job["error"].startswith("upstream_failed") and f"job {up}" in job["error"]
+        assert job["reason"] == "upstream_failed" and f"job {up}" in job["error"]
         assert "bad luck" in job["error"]
 
 
@@ -161,7 +158,7 @@ def new_workflow(q: Q, **kw: Any) -> tuple[int, int]:
     return out  # type: ignore[no-any-return]
 
 
-def record(q: Q, wid: int, *batch: tuple[Command, Any]) -> list[dict[str, Any]]:
+def record(q: Q, wid: int, *batch: tuple[CommandRecord, Any]) -> list[dict[str, Any]]:
     out, _ = q.tx(lambda c, w: log.apply(c, wid, q.alice, list(batch), q.now, w))
     return out  # type: ignore[no-any-return]
 
@@ -169,7 +166,7 @@ def record(q: Q, wid: int, *batch: tuple[Command, Any]) -> list[dict[str, Any]]:
 def submitter(q: Q, wid: int, *specs: wj.JobSpec) -> Any:
     from dataclasses import replace
 
-    def run(conn: Any, cmd: Command, wake: Any) -> dict[str, Any]:
+    def run(conn: Any, cmd: CommandRecord, wake: Any) -> dict[str, Any]:
         mine = [replace(s, workflow_id=wid) for s in specs]
         return {"ids": wj.submit(conn, q.alice, mine, q.now, wake)}
 
@@ -182,37 +179,38 @@ def test_a_workflow_is_a_driver_job_in_driver_slots_only(q: Q) -> None:
     assert q.claim(compute_only) == []  # compute claims never take drivers
     got, _ = q.tx(
         lambda c, w: claims.claim(
-            c, compute_only, 0, q.now, skip_locked=q.db.is_postgres, max_drivers=1
+            c, compute_only, 0, q.now, skip_locked=q.db.is_postgres, max_drivers=1, wake=w
         )
     )
     assert got == []  # this pilot has no driver slots
-    info = pilots.PilotInfo("d", "host", ("default",), (), 1, 1000, (), 1, driver_slots=2)
-    pid, _ = q.tx(lambda c, w: pilots.register(c, q.token_id, info, q.now))
+    pid = q.pilot(slots=1, cores=1, driver_slots=2)
     got, _ = q.tx(
-        lambda c, w: claims.claim(c, pid, 1, q.now, skip_locked=q.db.is_postgres, max_drivers=2)
+        lambda c, w: claims.claim(
+            c, pid, 1, q.now, skip_locked=q.db.is_postgres, max_drivers=2, wake=w
+        )
     )
     assert [(g.id, g.kind) for g in got] == [(driver, "driver")]
     assert json.loads(got[0].spec)["seed"] == 7 and json.loads(got[0].spec)["workflow_id"] == wid
     (job,) = submit(q, py_spec(1))
-    got, _ = q.tx(lambda c, w: claims.claim(c, pid, 1, q.now, skip_locked=q.db.is_postgres))
+    got, _ = q.tx(lambda c, w: claims.claim(c, pid, 1, q.now, skip_locked=q.db.is_postgres, wake=w))
     assert [g.id for g in got] == [job]  # the running driver took no compute slot
 
 
 def test_commands_replay_and_refuse_a_different_call(q: Q) -> None:
     wid, _ = new_workflow(q)
-    cmd = Command(0, Kind.SUBMIT, "f.submit", "aa" * 8)
-    (first,) = record(q, wid, (cmd, submitter(q, wid, py_spec(1))))
-    (again,) = record(q, wid, (cmd, submitter(q, wid, py_spec(1))))
+    submit_ = cmd(0, CommandKind.SUBMIT, "f.submit", "aa" * 8)
+    (first,) = record(q, wid, (submit_, submitter(q, wid, py_spec(1))))
+    (again,) = record(q, wid, (submit_, submitter(q, wid, py_spec(1))))
     assert first == again and len(first["ids"]) == 1  # a resent command submits nothing new
-    other = Command(0, Kind.SUBMIT, "g.submit", "bb" * 8)
-    with pytest.raises(Conflict, match=r"NonDeterminismError.*f\.submit.*g\.submit"):
+    other = cmd(0, CommandKind.SUBMIT, "g.submit", "bb" * 8)
+    with pytest.raises(NonDeterminismError, match=r"f\.submit.*g\.submit"):
         record(q, wid, (other, submitter(q, wid, py_spec(2))))
 
 
 def test_retry_cuts_the_record_at_the_first_failure_seen(q: Q) -> None:
     wid, driver = new_workflow(q)
-    good = Command(0, Kind.SUBMIT, "good.submit", "a1" * 8)
-    bad = Command(1, Kind.SUBMIT, "bad.submit", "b1" * 8)
+    good = cmd(0, CommandKind.SUBMIT, "good.submit", "a1" * 8)
+    bad = cmd(1, CommandKind.SUBMIT, "bad.submit", "b1" * 8)
     ((g,), (b,)) = [
         o["ids"]
         for o in record(
@@ -228,8 +226,8 @@ def test_retry_cuts_the_record_at_the_first_failure_seen(q: Q) -> None:
     record(
         q,
         wid,
-        (Command(2, Kind.OBSERVE, "result(good)", "c1" * 8, (g,)), None),
-        (Command(3, Kind.OBSERVE, "result(bad)", "d1" * 8, (b,)), None),
+        (cmd(2, CommandKind.OBSERVE, "result(good)", "c1" * 8, (g,)), None),
+        (cmd(3, CommandKind.OBSERVE, "result(bad)", "d1" * 8, (b,)), None),
     )
     with pytest.raises(Conflict, match="only a failed or cancelled workflow"):
         q.tx(lambda c, w: wf.retry(c, wid, q.alice, q.now, w))
@@ -246,30 +244,30 @@ def test_retry_cuts_the_record_at_the_first_failure_seen(q: Q) -> None:
 
 def test_a_stale_tail_is_adopted_when_the_same_and_dropped_when_not(q: Q) -> None:
     wid, _ = new_workflow(q)
-    (a,) = record(q, wid, (Command(0, Kind.SUBMIT, "a", "a2" * 8), submitter(q, wid, py_spec(1))))[
-        0
-    ]["ids"]
-    record(q, wid, (Command(1, Kind.OBSERVE, "result(a)", "b2" * 8, (a,)), None))
+    (a,) = record(
+        q, wid, (cmd(0, CommandKind.SUBMIT, "a", "a2" * 8), submitter(q, wid, py_spec(1)))
+    )[0]["ids"]
+    record(q, wid, (cmd(1, CommandKind.OBSERVE, "result(a)", "b2" * 8, (a,)), None))
     (later,) = record(
-        q, wid, (Command(2, Kind.SUBMIT, "x", "c2" * 8), submitter(q, wid, py_spec(2)))
+        q, wid, (cmd(2, CommandKind.SUBMIT, "x", "c2" * 8), submitter(q, wid, py_spec(2)))
     )[0]["ids"]
     (extra,) = record(
-        q, wid, (Command(3, Kind.SUBMIT, "y", "e2" * 8), submitter(q, wid, py_spec(3)))
+        q, wid, (cmd(3, CommandKind.SUBMIT, "y", "e2" * 8), submitter(q, wid, py_spec(3)))
     )[0]["ids"]
     with q.db.write() as conn:
         log.cut(conn, wid, {a})
     # The same observation at step 1 takes its new outcome; step 2 is the same submit: kept.
-    (seen,) = record(q, wid, (Command(1, Kind.OBSERVE, "result(a)", "b2" * 8, ()), None))
+    (seen,) = record(q, wid, (cmd(1, CommandKind.OBSERVE, "result(a)", "b2" * 8, ()), None))
     assert seen == {"ids": []}
     with q.db.read() as conn:
         assert [r.stale for r in log.read_log(conn, wid)] == [False, False, True, True]
     (same,) = record(
-        q, wid, (Command(2, Kind.SUBMIT, "x", "c2" * 8), submitter(q, wid, py_spec(9)))
+        q, wid, (cmd(2, CommandKind.SUBMIT, "x", "c2" * 8), submitter(q, wid, py_spec(9)))
     )
     assert same["ids"] == [later]
     # Step 3 takes another path: the stale tail is dropped and its unfinished job cancelled.
     (other,) = record(
-        q, wid, (Command(3, Kind.SUBMIT, "z", "f2" * 8), submitter(q, wid, py_spec(4)))
+        q, wid, (cmd(3, CommandKind.SUBMIT, "z", "f2" * 8), submitter(q, wid, py_spec(4)))
     )
     assert other["ids"] != [extra]
     assert q.job(extra)["state"] == "cancelled" and q.job(later)["state"] == "queued"
@@ -280,7 +278,7 @@ def test_a_stale_tail_is_adopted_when_the_same_and_dropped_when_not(q: Q) -> Non
 def test_suspended_jobs_are_not_dispatched_until_resumed(q: Q) -> None:
     wid, _ = new_workflow(q)
     (job,) = record(
-        q, wid, (Command(0, Kind.SUBMIT, "a", "a3" * 8), submitter(q, wid, py_spec(1)))
+        q, wid, (cmd(0, CommandKind.SUBMIT, "a", "a3" * 8), submitter(q, wid, py_spec(1)))
     )[0]["ids"]
     q.tx(lambda c, w: wf.set_suspended(c, wid, q.alice, True, q.now, w))
     pid = q.pilot()
@@ -295,7 +293,7 @@ def test_suspended_jobs_are_not_dispatched_until_resumed(q: Q) -> None:
 def test_cancelling_a_workflow_cancels_its_tree(q: Q) -> None:
     wid, driver = new_workflow(q)
     (job,) = record(
-        q, wid, (Command(0, Kind.SUBMIT, "a", "a4" * 8), submitter(q, wid, py_spec(1)))
+        q, wid, (cmd(0, CommandKind.SUBMIT, "a", "a4" * 8), submitter(q, wid, py_spec(1)))
     )[0]["ids"]
     child_spec = wf.WorkflowSpec(
         name="child", function={"module": "m", "qualname": "c"}, kwargs="{}"
@@ -325,10 +323,11 @@ def test_driver_tokens_are_signed_and_die_with_their_attempt(q: Q) -> None:
     assert auth.parse_attempt_token(key, forged) is None
     assert auth.parse_attempt_token(key, token.replace("_2_", "_3_")) is None  # another attempt
     _, driver = new_workflow(q)
-    info = pilots.PilotInfo("d", "host", ("default",), (), 1, 1000, (), 1, driver_slots=1)
-    pid, _ = q.tx(lambda c, w: pilots.register(c, q.token_id, info, q.now))
+    pid = q.pilot(slots=1, cores=1, driver_slots=1)
     (got,), _ = q.tx(
-        lambda c, w: claims.claim(c, pid, 0, q.now, skip_locked=q.db.is_postgres, max_drivers=1)
+        lambda c, w: claims.claim(
+            c, pid, 0, q.now, skip_locked=q.db.is_postgres, max_drivers=1, wake=w
+        )
     )
     live = auth.attempt_token(key, driver, got.attempt)
     with q.db.read() as conn:
@@ -337,7 +336,7 @@ def test_driver_tokens_are_signed_and_die_with_their_attempt(q: Q) -> None:
         assert (
             auth.lookup_attempt(conn, key, auth.attempt_token(key, driver, got.attempt + 1)) is None
         )
-    q.report(pid, Report(driver, got.attempt, AttemptState.SUCCEEDED, result="1"))
+    q.report(pid, rep(driver, got.attempt, AttemptState.SUCCEEDED, result="1"))
     with q.db.read() as conn:
         assert auth.lookup_attempt(conn, key, live) is None
     assert q.job(driver)["state"] == JobState.SUCCEEDED
@@ -372,16 +371,16 @@ def test_reports_are_idempotent_per_step_and_streamed_by_per_job_cursors(q: Q) -
     assert f"rep:{a}" in wake.now
     assert add(a, 0, 0.1)[0] == r1  # a resent report keeps the first value
     with q.db.read() as conn:
-        assert [r.row() for r in reports.since(conn, {a: 0, b: 0}, q.alice)] == [
-            [r1, a, 1, 0, 0.9],
-            [r2, b, 1, 0, 0.8],
-            [r3, a, 1, 1, 0.7],
+        assert reports.since(conn, {a: 0, b: 0}, q.alice) == [
+            (r1, a, 1, 0, 0.9),
+            (r2, b, 1, 0, 0.8),
+            (r3, a, 1, 1, 0.7),
         ]
-        assert [r.id for r in reports.since(conn, {a: r1, b: r2}, q.alice)] == [r3]
+        assert [r[0] for r in reports.since(conn, {a: r1, b: r2}, q.alice)] == [r3]
         assert reports.since(conn, {a: 0}, q.bob) == []  # another user's jobs
     with pytest.raises(Conflict):  # attempt 2 is not running
         q.tx(lambda c, w: reports.add(c, a, 2, 2, 0.5, q.now, w))
-    with pytest.raises(Invalid):
+    with pytest.raises(InvalidRequest):
         add(a, 3, float("nan"))
     # The first answer stands; only the owner's driver may answer.
     n, wake = q.tx(lambda c, w: reports.decide(c, q.bob, {r1: True}, w))
@@ -397,11 +396,11 @@ def test_reports_are_idempotent_per_step_and_streamed_by_per_job_cursors(q: Q) -
 
 def test_observations_record_reports_and_clock_readings(q: Q) -> None:
     wid, _ = new_workflow(q)
-    seen = Command(0, Kind.OBSERVE, "events", "ab" * 16, (5,), ((9, 5, 1, 0, 0.25),))
-    clock = Command(1, Kind.OBSERVE, "pw.now()", "cd" * 16, (), (), 1234.5)
+    seen = cmd(0, CommandKind.OBSERVE, "events", "ab" * 16, (5,), ((9, 5, 1, 0, 0.25),))
+    clock = cmd(1, CommandKind.OBSERVE, "pw.now()", "cd" * 16, (), (), 1234.5)
     assert record(q, wid, (seen, None), (clock, None)) == [
         {"ids": [5], "reports": [[9, 5, 1, 0, 0.25]]},
         {"ids": [], "at": 1234.5},
     ]
-    later = Command(1, Kind.OBSERVE, "pw.now()", "cd" * 16, (), (), 9999.0)
+    later = cmd(1, CommandKind.OBSERVE, "pw.now()", "cd" * 16, (), (), 9999.0)
     assert record(q, wid, (later, None)) == [{"ids": [], "at": 1234.5}]  # a replay reads the first

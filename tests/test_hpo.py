@@ -12,7 +12,7 @@ from typing import Any
 import hpo_flows as hf
 import optuna
 import pytest
-from conftest import kill_a_work_pilot, running_cluster, wait_for
+from harness import kill_a_work_pilot, running_cluster, wait_for
 
 import pilotwave as pw
 from pilotwave import hpo

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,8 +10,14 @@ from typing import Any
 
 import jobs_basic as jb
 import pytest
-from conftest import FAST_SERVER, running_cluster, wait_for
-from test_pilot import pilot_process, running_on
+from harness import (
+    PATIENT_SERVER,
+    pilot_process,
+    running_cluster,
+    running_on,
+    second_server,
+    wait_for,
+)
 
 import pilotwave as pw
 
@@ -61,41 +63,14 @@ def test_server_killed_and_restarted_on_postgres_loses_nothing(
 def two_servers(pw_home: Path, postgres: Any, tmp_path: Path) -> Any:
     """A cluster without pilots, and the URL of a second server on the same database."""
     db = postgres.new_database()
-    with running_cluster(pw_home, pilots=0, db=db) as c:
-        other, url = _second_server(tmp_path / "home-b", db)
+    with running_cluster(pw_home, pilots=0, db=db, server_args=PATIENT_SERVER) as c:
+        other, url = second_server(tmp_path / "home-b", db, PATIENT_SERVER)
         try:
             yield c, url
         finally:
             c.stop(timeout_s=10)  # pilots first: some are connected to the second server
             other.send_signal(signal.SIGTERM)
             other.wait(timeout=30)
-
-
-def _second_server(home: Path, db: str) -> tuple[subprocess.Popen[bytes], str]:
-    home.mkdir(parents=True)
-    env = {**os.environ, "PILOTWAVE_HOME": str(home)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pilotwave.cli.main",
-            "server",
-            "--port",
-            "0",
-            "--db",
-            db,
-            *FAST_SERVER,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    info = wait_for(
-        lambda: (home / "server.json").exists() and json.loads((home / "server.json").read_text()),
-        what="the second server",
-    )
-    return proc, info["url"]
 
 
 def test_1000_jobs_claimed_by_racing_pilots_on_two_servers_run_exactly_once(

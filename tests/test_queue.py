@@ -7,89 +7,14 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
+from harness import POLICY, Q, failed, ok, rep
 
-from pilotwave.server import auth
-from pilotwave.store import migrate
-from pilotwave.store.db import Database
+from pilotwave.errors import NotFound
+from pilotwave.protocol import Ack, AttemptState, Gpu, JobState, Kill, KillReason, Known, PilotState
 from pilotwave.store.schema import attempts, jobs
-from pilotwave.wms import attempts as wa
-from pilotwave.wms import claims, pilots
 from pilotwave.wms import jobs as wj
-from pilotwave.wms.attempts import Ack, Report
-from pilotwave.wms.errors import NotFound
+from pilotwave.wms import pilots
 from pilotwave.wms.events import story
-from pilotwave.wms.retry import RetryPolicy
-from pilotwave.wms.states import AttemptState, JobState, PilotState
-from pilotwave.wms.wakeups import Wakeups
-
-POLICY = RetryPolicy(backoff_base_s=5, backoff_max_s=60)
-
-
-class Q:
-    """A database with two users and helpers that run one transaction each, like the server does."""
-
-    def __init__(self, url: str) -> None:
-        self.db = Database(url)
-        migrate.upgrade(self.db)
-        self.now = 1000.0
-        with self.db.write() as conn:
-            self.alice = auth.create_user(conn, "alice", self.now)["id"]
-            self.bob = auth.create_user(conn, "bob", self.now)["id"]
-            self.token_id, _ = auth.create_token(
-                conn, "alice", auth.Role.PILOT, self.now, ["default", "gpu"]
-            )
-
-    def tx(self, fn):  # type: ignore[no-untyped-def]
-        wake = Wakeups()
-        result = self.db.transact(lambda conn: fn(conn, wake))
-        return result, wake
-
-    def submit(self, n: int = 1, owner: int | None = None, **kw) -> list[int]:  # type: ignore[no-untyped-def]
-        specs = [wj.JobSpec(kind="shell", spec='{"argv": ["true"]}', **kw) for _ in range(n)]
-        ids, _ = self.tx(lambda c, w: wj.submit(c, owner or self.alice, specs, self.now, w))
-        return ids  # type: ignore[no-any-return]
-
-    def pilot(
-        self, slots: int = 2, cores: int = 2, gpus=(), queues=("default",), prefetch: int = 0
-    ) -> str:  # type: ignore[no-untyped-def]
-        info = pilots.PilotInfo(
-            "p", "host", tuple(queues), (), cores, 4000, tuple(gpus), slots, prefetch=prefetch
-        )
-        pid, _ = self.tx(lambda c, w: pilots.register(c, self.token_id, info, self.now))
-        return pid  # type: ignore[no-any-return]
-
-    def claim(self, pid: str, n: int = 10) -> list[claims.Claimed] | None:
-        got, _ = self.tx(
-            lambda c, w: claims.claim(c, pid, n, self.now, skip_locked=self.db.is_postgres)
-        )
-        return got  # type: ignore[no-any-return]
-
-    def report(self, pid: str, *reports: Report) -> list[Ack]:
-        acks, _ = self.tx(lambda c, w: wa.complete(c, pid, list(reports), self.now, POLICY, w))
-        return acks  # type: ignore[no-any-return]
-
-    def job(self, job_id: int) -> dict:  # type: ignore[type-arg]
-        with self.db.read() as conn:
-            return wj.get(conn, job_id, None)
-
-
-@pytest.fixture
-def q(db_url: str) -> Q:
-    return Q(db_url)
-
-
-def ok(job_id: int, attempt: int = 1, result: str = "42") -> Report:
-    return Report(job_id, attempt, AttemptState.SUCCEEDED, result=result)
-
-
-def failed(job_id: int, attempt: int = 1, retryable: bool = True) -> Report:
-    return Report(
-        job_id,
-        attempt,
-        AttemptState.FAILED,
-        error="Traceback ...\nValueError: boom",
-        retryable=retryable,
-    )
 
 
 def test_submit_returns_ids_in_order_and_a_repeated_key_is_the_same_job(q: Q) -> None:
@@ -205,7 +130,9 @@ def test_heartbeat_marks_attempts_the_pilot_forgot_as_lost(q: Q) -> None:
     seq = got[0].claim_seq
     # The pilot saw the claim but only knows about job a (job b's start was lost).
     cmds, _ = q.tx(
-        lambda c, w: pilots.heartbeat(c, pid, [pilots.Known(a, 1)], seq, False, q.now, POLICY, w)
+        lambda c, w: pilots.heartbeat(
+            c, pid, [Known(job_id=a, attempt=1)], seq, False, q.now, POLICY, w
+        )
     )
     assert not cmds
     assert q.job(b)["attempt_history"][0]["state"] == AttemptState.LOST
@@ -230,11 +157,11 @@ def test_cancel_running_job_sends_a_kill_command(q: Q) -> None:
     cancelled, wake = q.tx(lambda c, w: wj.cancel(c, [a, b, done], None, q.now, w))
     assert sorted(cancelled) == [a, b]
     assert f"cmd:{pid}" in wake.now
-    known = [pilots.Known(a, 1), pilots.Known(b, 1, killing=True)]
+    known = [Known(job_id=a, attempt=1), Known(job_id=b, attempt=1, killing=True)]
     cmds, _ = q.tx(lambda c, w: pilots.heartbeat(c, pid, known, 1, False, q.now, POLICY, w))
-    assert cmds.kill == [{"job_id": a, "attempt": 1, "reason": "cancelled"}]
+    assert cmds.kill == [Kill(job_id=a, attempt=1, reason=KillReason.CANCELLED)]
     # The killed attempt's report keeps the job cancelled.
-    assert q.report(pid, Report(a, 1, AttemptState.KILLED, error="killed")) == [Ack.ACCEPTED]
+    assert q.report(pid, rep(a, 1, AttemptState.KILLED, error="killed")) == [Ack.ACCEPTED]
     job = q.job(a)
     assert (
         job["state"] == JobState.CANCELLED
@@ -260,7 +187,7 @@ def test_draining_pilot_claims_nothing(q: Q) -> None:
 
 def test_gpus_are_assigned_without_overlap(q: Q) -> None:
     ids = q.submit(3, gpus=1, queue="gpu")
-    gpus = [{"index": i, "model": "A100", "memory_mb": 40000} for i in range(2)]
+    gpus = tuple(Gpu(index=i, model="A100", memory_mb=40000) for i in range(2))
     pid = q.pilot(slots=4, cores=4, gpus=gpus, queues=("gpu",))
     got = q.claim(pid)
     assert sorted(c.gpus for c in got) == [(0,), (1,)]

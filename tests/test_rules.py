@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from pilotwave.errors import IllegalTransition
+from pilotwave.protocol import AttemptState, JobState
 from pilotwave.wms.matching import Capacity, Demand, Gpu, select
 from pilotwave.wms.retry import AttemptEnd, RetryPolicy, after_attempt
-from pilotwave.wms.states import AttemptState, IllegalTransition, JobState, check_transition
+from pilotwave.wms.states import check_transition
 
 
 def test_final_states_move_only_by_a_workflow_retry() -> None:
@@ -112,9 +114,9 @@ def test_labels_must_all_be_carried_by_the_pilot() -> None:
 
 def test_gpu_model_and_memory_constraints_choose_gpus() -> None:
     gpus = [
-        Gpu(0, "Tesla T4", 16000),
-        Gpu(1, "NVIDIA A100-SXM4-80GB", 80000),
-        Gpu(2, "NVIDIA A100-SXM4-80GB", 80000),
+        Gpu(index=0, model="Tesla T4", memory_mb=16000),
+        Gpu(index=1, model="NVIDIA A100-SXM4-80GB", memory_mb=80000),
+        Gpu(index=2, model="NVIDIA A100-SXM4-80GB", memory_mb=80000),
     ]
     want_a100 = Demand(1, 1, gpus=2, gpu_model="a100")
     want_big = Demand(2, 1, gpus=1, gpu_memory_mb=20000)
@@ -123,7 +125,9 @@ def test_gpu_model_and_memory_constraints_choose_gpus() -> None:
 
 
 def test_gpu_count_beyond_free_gpus_does_not_match() -> None:
-    assert select([Demand(1, 1, gpus=2)], cap(gpus=[Gpu(0, "T4", 16000)])) == []
+    assert (
+        select([Demand(1, 1, gpus=2)], cap(gpus=[Gpu(index=0, model="T4", memory_mb=16000)])) == []
+    )
 
 
 def test_slots_cap_the_number_of_jobs() -> None:

@@ -7,9 +7,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from harness import evil
 
+from pilotwave.errors import SandboxError
 from pilotwave.sdk import sandbox
-from pilotwave.sdk.errors import SandboxError
 
 
 def tree(root: Path) -> Path:
@@ -57,37 +58,6 @@ def test_roundtrip_keeps_files_and_modes(tmp_path: Path) -> None:
     sandbox.unpack(box.data, tmp_path / "out")
     assert (tmp_path / "out" / "pkg" / "train.py").read_text().startswith("def f")
     assert (tmp_path / "out" / "run.sh").stat().st_mode & 0o111
-
-
-def evil(kind: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        info = tarfile.TarInfo("ok.txt")
-        info.size = 2
-        t.addfile(info, io.BytesIO(b"ok"))
-        if kind == "dotdot":
-            info = tarfile.TarInfo("../escaped.txt")
-            info.size = 1
-            t.addfile(info, io.BytesIO(b"x"))
-        elif kind == "absolute":
-            info = tarfile.TarInfo("/tmp/pilotwave-absolute-escape.txt")
-            info.size = 1
-            t.addfile(info, io.BytesIO(b"x"))
-        elif kind == "symlink":
-            info = tarfile.TarInfo("link")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "/etc/passwd"
-            t.addfile(info)
-        elif kind == "hardlink":
-            info = tarfile.TarInfo("hard")
-            info.type = tarfile.LNKTYPE
-            info.linkname = "ok.txt"
-            t.addfile(info)
-        elif kind == "device":
-            info = tarfile.TarInfo("dev")
-            info.type = tarfile.CHRTYPE
-            t.addfile(info)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink", "device"])

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import workflows_basic as wb
-from conftest import running_cluster, wait_for
-from test_postgres import _second_server
+from harness import running_cluster, second_server, wait_for
 
 import pilotwave as pw
 
@@ -53,7 +52,7 @@ def test_two_servers_on_one_postgres_serve_pilots_and_drivers(
 ) -> None:
     db = postgres.new_database()
     with running_cluster(pw_home, pilots=0, db=db) as c:
-        other, other_url = _second_server(tmp_path / "home-b", db)
+        other, other_url = second_server(tmp_path / "home-b", db)
         try:
             # Drivers and jobs spread over pilots of both servers; every hop between them is
             # a notification relayed through the database.

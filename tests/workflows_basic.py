@@ -211,3 +211,26 @@ def rolling(n: int, parallel: int, marker: str) -> list[int]:
             Path(marker).write_text("crashed")
             os._exit(3)
     return results
+
+
+# -- nested workflows deeper and wider than the driver slots (parking) ----------------------
+
+
+@pw.workflow
+def grandchild(log: str, i: int, sleep_s: float = 0.0) -> int:
+    """Level 3: one job (each run of it appends to ``log``)."""
+    return mark.submit(log, f"leaf{i}", i, sleep_s).result()
+
+
+@pw.workflow
+def middle(log: str, i: int, sleep_s: float = 0.0) -> int:
+    """Level 2: waits for its own nested workflow."""
+    return grandchild.submit(log=log, i=i, sleep_s=sleep_s).result() + 1
+
+
+@pw.workflow
+def nested(log: str, width: int, sleep_s: float = 0.0) -> int:
+    """Level 1: ``width`` nested workflows at once, each nesting another: far more live
+    workflows than driver slots."""
+    runs = [middle.submit(log=log, i=i, sleep_s=sleep_s) for i in range(width)]
+    return sum(r.result() for r in runs)

@@ -161,9 +161,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pilotwave-active-") as home:
         print("starting a server (SQLite) and 2 local pilots…")
         t0 = time.monotonic()
-        # Each point in flight is two nested workflows (the point, its analysis), and a
-        # waiting driver holds its slot: 8 driver slots per pilot leave room for both searches.
-        with LocalCluster(Path(home), pilots=2, slots=1, pilot_args=["--driver-slots", "8"]) as c:
+        # Each point in flight is two nested workflows (the point, its analysis): waiting
+        # drivers park, so the pilots' default driver slots are enough for both searches.
+        with LocalCluster(Path(home), pilots=2, slots=1) as c:
             c.wait_for_pilots()
             pw.connect(c.url, c.admin_token)
             contour = search.submit(

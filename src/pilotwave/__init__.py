@@ -14,28 +14,42 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from pilotwave.sdk.artifacts import artifact, job_id
-from pilotwave.sdk.client import Client, connect
-from pilotwave.sdk.context import outputs
-from pilotwave.sdk.driver import now, progress, seed
-from pilotwave.sdk.errors import (
+from pilotwave.errors import (
     ApiError,
     ConfigError,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
     JobCancelled,
     JobFailed,
     NonDeterminismError,
     NotFound,
+    NotInWorkflow,
     PilotwaveError,
+    Pruned,
     ResultError,
     SandboxError,
     ServerUnreachable,
+    TooLarge,
+    Unauthorized,
     WorkflowCancelled,
     WorkflowFailed,
 )
-from pilotwave.sdk.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, as_completed, wait
+from pilotwave.sdk.artifacts import artifact, job_id
+from pilotwave.sdk.client import Client, connect
+from pilotwave.sdk.context import outputs
+from pilotwave.sdk.driver import now, progress, seed
+from pilotwave.sdk.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    Future,
+    Run,
+    as_completed,
+    wait,
+)
 from pilotwave.sdk.jobs import JobFunction, job, shell
-from pilotwave.sdk.reports import Pruned, Report, check_prune, events, report
-from pilotwave.sdk.workflows import Run, WorkflowFunction, workflow
+from pilotwave.sdk.reports import Report, check_prune, events, report
+from pilotwave.sdk.workflows import WorkflowFunction, workflow
 
 __all__ = [
     "ALL_COMPLETED",
@@ -43,12 +57,16 @@ __all__ = [
     "ApiError",
     "Client",
     "ConfigError",
+    "Conflict",
+    "Forbidden",
     "Future",
+    "InvalidRequest",
     "JobCancelled",
     "JobFailed",
     "JobFunction",
     "NonDeterminismError",
     "NotFound",
+    "NotInWorkflow",
     "PilotwaveError",
     "Pruned",
     "Report",
@@ -56,6 +74,8 @@ __all__ = [
     "Run",
     "SandboxError",
     "ServerUnreachable",
+    "TooLarge",
+    "Unauthorized",
     "WorkflowCancelled",
     "WorkflowFailed",
     "WorkflowFunction",

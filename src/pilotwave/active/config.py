@@ -33,8 +33,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pilotwave.errors import ConfigError
 from pilotwave.sdk import yamlconfig
-from pilotwave.sdk.yamlconfig import ConfigError, RunConfig
+from pilotwave.sdk.yamlconfig import RunConfig
 
 SEARCH_KEYS = (
     "space",

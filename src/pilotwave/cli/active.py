@@ -142,34 +142,9 @@ def _start(cfg: RunConfig, evaluate: Any, client: Any, quiet: bool) -> int:
         run = flow.submit(evaluate=evaluate, **cfg.kwargs)
     except (ValueError, TypeError) as exc:
         _refuse(f"{cfg.path.name}: {exc}")
-    _warn_driver_slots(client, evaluate, int(cfg.kwargs.get("batch", 1)))
     if not quiet:
         err.print(f"active search {run.id} ({cfg.name}, {cfg.path.name}) started")
     return int(run.id)
-
-
-def _warn_driver_slots(client: Any, evaluate: Any, batch: int) -> None:
-    """Say so when nested evaluations may not fit the pilots' driver slots.
-
-    A workflow's driver holds its slot while it waits: the search, each point in flight and
-    any workflow a point nests all need one.  With too few slots the points wait for
-    drivers that cannot start, so the search would hang without a word.
-    """
-    from pilotwave.sdk.workflows import WorkflowFunction
-
-    if not isinstance(evaluate, WorkflowFunction):
-        return
-    active = [p for p in client.pilots() if p.get("state") == "active"]
-    slots = sum(int(p.get("driver_slots") or 0) for p in active)
-    need = batch + 2  # the search, a point per slot of the batch, one nested driver at a time
-    if slots < need:
-        err.print(
-            f"[yellow]warning:[/] evaluate is a workflow: the search and each of its {batch} "
-            f"points in flight hold a driver slot while they wait, and a point's nested "
-            f"workflows need more. The {len(active)} active pilot(s) offer {slots} driver "
-            f"slot(s) in all; give at least {need} (pilotwave pilot --driver-slots N) or "
-            "lower batch, or the search may wait forever."
-        )
 
 
 def collect(result: dict[str, Any], where: Path) -> dict[str, Any]:

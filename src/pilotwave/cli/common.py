@@ -49,6 +49,7 @@ STATE_STYLE = {
     "failed": "red",
     "cancelled": "yellow",
     "running": "cyan",
+    "parked": "blue",
     "queued": "",
     "pending": "dim",
 }

@@ -89,10 +89,10 @@ def hpo(
 
 
 def _start(cfg: Any, client: Any, quiet: bool) -> int:
+    from pilotwave.errors import ConfigError
     from pilotwave.hpo.study import optimize
     from pilotwave.sdk import client as sdk_client
     from pilotwave.sdk.jobs import JobFunction
-    from pilotwave.sdk.yamlconfig import ConfigError
 
     kwargs = dict(cfg.kwargs)
     if cfg.function:

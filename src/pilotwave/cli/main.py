@@ -30,8 +30,8 @@ from pilotwave.cli.common import (
     err,
     out,
 )
+from pilotwave.errors import PilotwaveError
 from pilotwave.sdk import config
-from pilotwave.sdk.errors import PilotwaveError
 
 app = typer.Typer(
     help="Run ML and statistics jobs and workflows on any machine, durably.",
@@ -125,9 +125,17 @@ def pilot(
     driver_slots: Annotated[
         int,
         typer.Option(
-            help="Workflow drivers run at once, in slots of their own (they never take a job slot)."
+            help="Workflow steps run at once, in slots of their own (they never take a job slot); "
+            "a workflow waiting for its jobs holds none."
         ),
     ] = 4,
+    warm_drivers: Annotated[
+        int,
+        typer.Option(
+            help="Waiting workflows kept in memory; beyond that the longest waiting is stopped "
+            "and resumes by replay when its jobs finish."
+        ),
+    ] = 8,
     cores: Annotated[int, typer.Option(help="Cores offered (default: detected).")] = 0,
     memory_mb: Annotated[int, typer.Option(help="Memory offered in MB (default: detected).")] = 0,
     gpu: Annotated[
@@ -176,6 +184,7 @@ def pilot(
         slots=slots or n_cores,
         prefetch=prefetch,
         driver_slots=driver_slots,
+        warm_drivers=warm_drivers,
         gpus=gpus,
         idle_exit_s=idle_exit or None,
         drain_timeout_s=drain_timeout,

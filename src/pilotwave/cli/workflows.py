@@ -26,7 +26,7 @@ from pilotwave.cli.common import (
     err,
     out,
 )
-from pilotwave.sdk.errors import PilotwaveError
+from pilotwave.errors import PilotwaveError
 
 FINAL = ("succeeded", "failed", "cancelled")
 TREE_JOBS = 30  # more jobs than this in one workflow are shown grouped by name
@@ -94,7 +94,7 @@ def config_target(
 
     Raises ``ConfigError`` naming the key, like the config's other settings.
     """
-    from pilotwave.sdk.yamlconfig import ConfigError
+    from pilotwave.errors import ConfigError
 
     usage = f"{key} as file.py:NAME or MODULE:NAME"
     try:

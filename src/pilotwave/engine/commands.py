@@ -15,92 +15,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.errors import InvalidRequest
+from pilotwave.protocol import FINAL_JOB_STATES, CommandKind, CommandRecord, Reason, Recorded, Step
+from pilotwave.protocol import decide as replay_rule
 from pilotwave.store.schema import commands, jobs
 from pilotwave.wms import jobs as wms_jobs
-from pilotwave.wms.errors import Conflict, Invalid
-from pilotwave.wms.states import FINAL_JOB_STATES
 from pilotwave.wms.wakeups import Wakeups
 
 
-class Kind(StrEnum):
-    SUBMIT = "submit"
-    """Jobs or a child workflow were submitted; the outcome holds their ids."""
-    OBSERVE = "observe"
-    """The driver saw these jobs final (in this order), and these intermediate reports."""
-
-
-@dataclass(frozen=True)
-class Command:
-    seq: int
-    kind: Kind
-    call: str
-    fingerprint: str
-    observed: tuple[int, ...] = ()  # observe: the ids seen final
-    reports: tuple[tuple[int, int, int, int, float], ...] = ()  # observe: reports seen
-    at: float | None = None  # observe: a clock reading (pw.now())
-
-    def observation(self) -> dict[str, Any]:
-        """An observe command's outcome, as recorded."""
-        out: dict[str, Any] = {"ids": list(self.observed)}
-        if self.reports:
-            out["reports"] = [list(r) for r in self.reports]
-        if self.at is not None:
-            out["at"] = self.at
-        return out
-
-
-@dataclass(frozen=True)
-class Recorded:
-    seq: int
-    kind: str
-    call: str
-    fingerprint: str
-    outcome: dict[str, Any]
-    stale: bool
-
-
-class Step(StrEnum):
-    """What to do with an incoming command, given what is recorded at its sequence number."""
-
-    RECORD = "record"
-    """Nothing recorded: run it and record it."""
-    REPLAY = "replay"
-    """Recorded with the same fingerprint: return the recorded outcome."""
-    ADOPT = "adopt"
-    """A stale record with the same fingerprint: a submit keeps its jobs, an observe takes the new outcome."""
-    TRUNCATE = "truncate"
-    """The stale tail diverges here: drop it, then run and record."""
-
-
-class NonDeterministic(Conflict):
-    """A command whose fingerprint differs from the one recorded at its sequence number."""
-
-    def __init__(self, workflow_id: int, cmd: Command, rec: Recorded) -> None:
-        super().__init__(
-            f"NonDeterminismError: workflow {workflow_id} command {cmd.seq} was {rec.call} "
-            f"(fingerprint {rec.fingerprint[:12]}) when it first ran and is {cmd.call} "
-            f"(fingerprint {cmd.fingerprint[:12]}) now; a workflow must make the same calls "
-            "given the same results (use pw.seed() for random choices)"
-        )
-
-
-def decide(workflow_id: int, cmd: Command, rec: Recorded | None) -> Step:
-    """The replay rule, as a pure function."""
-    if rec is None:
-        return Step.RECORD
-    same = rec.fingerprint == cmd.fingerprint and rec.kind == cmd.kind
-    if not rec.stale:
-        if not same:
-            raise NonDeterministic(workflow_id, cmd, rec)
-        return Step.REPLAY
-    return Step.ADOPT if same else Step.TRUNCATE
+def decide(workflow_id: int, cmd: CommandRecord, rec: Recorded | None) -> Step:
+    """The replay rule (``protocol.decide``) applied to a command as sent."""
+    return replay_rule(workflow_id, cmd.seq, cmd.kind, cmd.call, cmd.fingerprint, rec)
 
 
 def read_log(conn: Connection, workflow_id: int, from_seq: int = 0) -> list[Recorded]:
@@ -110,30 +40,30 @@ def read_log(conn: Connection, workflow_id: int, from_seq: int = 0) -> list[Reco
         .order_by(commands.c.seq)
     )
     return [
-        Recorded(r.seq, r.kind, r.call, r.fingerprint, json.loads(r.outcome), r.stale)
+        Recorded(r.seq, r.kind, r.call, r.fingerprint, json.loads(r.outcome), bool(r.stale))
         for r in conn.execute(q)
     ]
 
 
 def observed_ids(log: Sequence[Recorded]) -> list[int]:
-    return [i for rec in log if rec.kind == Kind.OBSERVE for i in rec.outcome["ids"]]
+    return [i for rec in log if rec.kind == CommandKind.OBSERVE for i in rec.outcome["ids"]]
 
 
-Submitter = Callable[[Connection, Command, Wakeups], dict[str, Any]]
+Submitter = Callable[[Connection, CommandRecord, Wakeups], dict[str, Any]]
 
 
 def apply(
     conn: Connection,
     workflow_id: int,
     owner_id: int,
-    batch: Sequence[tuple[Command, Submitter | None]],
+    batch: Sequence[tuple[CommandRecord, Submitter | None]],
     now: float,
     wake: Wakeups,
 ) -> list[dict[str, Any]]:
     """Record a batch of commands in order (one transaction); returns each command's outcome."""
     seqs = [c.seq for c, _ in batch]
     if seqs != sorted(set(seqs)):
-        raise Invalid("commands must have increasing sequence numbers", field="commands")
+        raise InvalidRequest("commands must have increasing sequence numbers", field="commands")
     # Only the records this batch may meet: a long workflow's log is not read per command.
     log = {r.seq: r for r in read_log(conn, workflow_id, seqs[0] if seqs else 0)}
     outcomes: list[dict[str, Any]] = []
@@ -147,7 +77,7 @@ def apply(
             continue
         if step is Step.ADOPT:
             assert rec is not None
-            outcome = rec.outcome if cmd.kind is Kind.SUBMIT else cmd.observation()
+            outcome = rec.outcome if cmd.kind == CommandKind.SUBMIT else cmd.observation()
             conn.execute(
                 commands.update()
                 .where(commands.c.workflow_id == workflow_id, commands.c.seq == cmd.seq)
@@ -158,9 +88,9 @@ def apply(
         if step is Step.TRUNCATE:
             _drop_tail(conn, workflow_id, owner_id, cmd.seq, now, wake)
             log = {s: r for s, r in log.items() if s < cmd.seq}
-        if cmd.kind is Kind.SUBMIT:
+        if cmd.kind == CommandKind.SUBMIT:
             if submitter is None:
-                raise Invalid(f"command {cmd.seq}: a submit needs jobs", field="commands")
+                raise InvalidRequest(f"command {cmd.seq}: a submit needs jobs", field="commands")
             outcome = submitter(conn, cmd, wake)
         else:
             outcome = cmd.observation()
@@ -186,7 +116,7 @@ def _drop_tail(
     conn: Connection, workflow_id: int, owner_id: int, seq: int, now: float, wake: Wakeups
 ) -> None:
     """Delete stale records from ``seq`` on; jobs only they submitted are cancelled."""
-    tail = [r for r in read_log(conn, workflow_id, seq) if r.stale and r.kind == Kind.SUBMIT]
+    tail = [r for r in read_log(conn, workflow_id, seq) if r.stale and r.kind == CommandKind.SUBMIT]
     orphans = [i for r in tail for i in r.outcome.get("ids", [])]
     conn.execute(
         commands.delete().where(commands.c.workflow_id == workflow_id, commands.c.seq >= seq)
@@ -201,7 +131,13 @@ def _drop_tail(
         )
         if live:
             wms_jobs.cancel(
-                conn, live, owner_id, now, wake, reason="its workflow took another path on retry"
+                conn,
+                live,
+                owner_id,
+                now,
+                wake,
+                reason=Reason.OTHER_PATH,
+                why="its workflow took another path on retry",
             )
 
 
@@ -211,7 +147,7 @@ def cut(conn: Connection, workflow_id: int, reset: set[int]) -> int | None:
         (
             r.seq
             for r in read_log(conn, workflow_id)
-            if r.kind == Kind.OBSERVE and reset.intersection(r.outcome["ids"])
+            if r.kind == CommandKind.OBSERVE and reset.intersection(r.outcome["ids"])
         ),
         None,
     )

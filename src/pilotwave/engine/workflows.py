@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -19,41 +18,27 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pilotwave.engine import commands as log
+from pilotwave.engine import parking
+from pilotwave.errors import Conflict, NotFound
+from pilotwave.protocol import (
+    FINAL_JOB_STATES,
+    FINAL_WORKFLOW_STATES,
+    JobKind,
+    JobOptions,
+    JobState,
+    Reason,
+    WorkflowState,
+    workflow_state,
+)
 from pilotwave.store.schema import dependencies, jobs, workflows
 from pilotwave.store.schema import events as events_table
 from pilotwave.wms import deps
 from pilotwave.wms import jobs as wms_jobs
-from pilotwave.wms.errors import Conflict, NotFound
 from pilotwave.wms.events import event, record
-from pilotwave.wms.states import FINAL_JOB_STATES, JobKind, JobState
-from pilotwave.wms.wakeups import Wakeups, queue_topic
+from pilotwave.wms.transitions import Move, transition
+from pilotwave.wms.wakeups import Final, Wakeups, queue_topic
 
 MAX_DEPTH = 32  # nested workflows deeper than this are refused (a runaway recursion)
-
-
-class WorkflowState(StrEnum):
-    RUNNING = "running"
-    """Its driver is queued or running."""
-    SUSPENDED = "suspended"
-    """None of its jobs is dispatched until it is resumed."""
-    SUCCEEDED = "succeeded"
-    """The driver returned; its value is the result."""
-    FAILED = "failed"
-    """The driver raised (e.g. a job it waited on failed) or exhausted its attempts."""
-    CANCELLED = "cancelled"
-    """Cancelled by its owner (or its parent was)."""
-
-
-FINAL_WORKFLOW_STATES = frozenset(
-    {WorkflowState.SUCCEEDED, WorkflowState.FAILED, WorkflowState.CANCELLED}
-)
-
-
-def state_of(driver_state: str | None, suspended: bool) -> WorkflowState:
-    """The workflow state as a function of its driver job's state (a pure rule)."""
-    if driver_state in FINAL_JOB_STATES:
-        return WorkflowState(driver_state)
-    return WorkflowState.SUSPENDED if suspended else WorkflowState.RUNNING
 
 
 @dataclass(frozen=True)
@@ -123,13 +108,15 @@ def create(
             wms_jobs.JobSpec(
                 kind=JobKind.DRIVER,
                 spec=payload,
+                options=JobOptions(
+                    queue=spec.queue,
+                    labels=spec.labels,
+                    priority=spec.priority,
+                    cores=0,  # drivers run in driver slots and take no cores
+                    max_attempts=spec.max_attempts,
+                ),
                 name=spec.name[:200],
                 sandbox=spec.sandbox,
-                queue=spec.queue,
-                labels=spec.labels,
-                cores=0,
-                priority=spec.priority,
-                max_attempts=spec.max_attempts,
                 workflow_id=wid,
                 held=held,
             )
@@ -164,7 +151,7 @@ def _public(row: Any) -> dict[str, Any]:
     out = {
         "id": row.id,
         "name": row.name,
-        "state": state_of(row.driver_state, row.suspended).value,
+        "state": workflow_state(row.driver_state, row.suspended).value,
         "parent_id": row.parent_id,
         "driver_job_id": row.driver_job_id,
         "seed": row.seed,
@@ -314,7 +301,16 @@ def cancel(conn: Connection, wid: int, owner_id: int | None, now: float, wake: W
         return 0
     # The driver first, so it cannot react to its jobs' cancellation by submitting more.
     live.sort(key=lambda i: i != row.driver_job_id)
-    return len(wms_jobs.cancel(conn, live, None, now, wake, reason=f"workflow {wid} cancelled"))
+    done = wms_jobs.cancel(
+        conn,
+        live,
+        None,
+        now,
+        wake,
+        reason=Reason.WORKFLOW_CANCELLED,
+        why=f"workflow {wid} cancelled",
+    )
+    return len(done)
 
 
 def set_suspended(
@@ -322,7 +318,7 @@ def set_suspended(
 ) -> dict[str, Any]:
     """Suspend (hold every unfinished job) or resume (release them) the workflow and its children."""
     row = load(conn, wid, owner_id)
-    if state_of(row.driver_state, row.suspended) in FINAL_WORKFLOW_STATES:
+    if workflow_state(row.driver_state, row.suspended) in FINAL_WORKFLOW_STATES:
         raise Conflict(
             f"workflow {wid} is {row.driver_state}; only a running workflow can be "
             f"{'suspended' if suspended else 'resumed'}"
@@ -361,7 +357,7 @@ def retry(
     that succeeded are not run again.
     """
     row = load(conn, wid, owner_id)
-    state = state_of(row.driver_state, row.suspended)
+    state = workflow_state(row.driver_state, row.suspended)
     if state not in (WorkflowState.FAILED, WorkflowState.CANCELLED):
         raise Conflict(
             f"workflow {wid} is {state}; only a failed or cancelled workflow can be retried"
@@ -394,46 +390,35 @@ def retry(
     ):
         if upstream_state != JobState.SUCCEEDED:
             waiting[job_id] = waiting.get(job_id, 0) + 1
-    conn.execute(
-        jobs.update()
-        .where(jobs.c.id == sa.bindparam("b_id"))
-        .values(
-            state=JobState.PENDING,
-            deps_left=sa.bindparam("b_left"),
-            failures=0,
-            not_before=0.0,
-            finished_at=None,
-            started_at=None,
-            result=None,
-            error=None,
-            pilot_id=None,
-            held=sa.bindparam("b_held"),
-        ),
-        [
-            {
-                "b_id": r.id,
-                "b_left": waiting.get(r.id, 0),
-                "b_held": bool(suspended.get(r.workflow_id)),
-            }
-            for r in reset
-        ],
-    )
-    record(
+    transition(
         conn,
         [
-            event(
-                now,
+            Move(
+                r.id,
+                JobState(r.state),
                 JobState.PENDING,
-                job_id=r.id,
-                from_state=r.state,
-                reason=f"workflow {wid} retried",
+                f"workflow {wid} retried",
+                values={
+                    "deps_left": waiting.get(r.id, 0),
+                    "failures": 0,
+                    "not_before": 0.0,
+                    "finished_at": None,
+                    "started_at": None,
+                    "result": None,
+                    "error": None,
+                    "reason": None,
+                    "pilot_id": None,
+                    "held": bool(suspended.get(r.workflow_id)),
+                },
             )
             for r in reset
         ],
+        now,
+        wake,
     )
     ready = [r for r in reset if not waiting.get(r.id)]
     if ready:
-        deps.queue_jobs(conn, ready, now, wake, reason="retried with its workflow")
+        deps.queue_jobs(conn, ready, now, wake, why="retried with its workflow")
     return {"reset": len(reset), "cut": {w: s for w, s in cuts.items() if s is not None}}
 
 
@@ -450,22 +435,51 @@ def story(conn: Connection, wid: int, owner_id: int | None) -> list[dict[str, An
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def _leftovers_cancelled(
-    conn: Connection, finals: list[deps.Final], now: float, wake: Wakeups
-) -> None:
-    """A workflow whose driver returned (or was cancelled) stops the jobs it left unfinished.
+def settle(conn: Connection, wake: Wakeups, now: float) -> None:
+    """React, in the same transaction, to what the queue did: called once by every write.
 
-    Nobody waits for them any more.  A *failed* workflow leaves them be: what they produce
-    is reused by a ``retry`` (``pilotwave cancel`` stops them).
+    A workflow whose driver returned (or was cancelled) stops the jobs it left unfinished:
+    nobody waits for them any more.  A *failed* workflow leaves them be: what they produce is
+    reused by a ``retry`` (``pilotwave cancel`` stops them).  Parked drivers without a
+    process are queued when their wait is over; freed driver slots go to parked drivers
+    ready to go on (``parking``).
     """
+    done = 0
+    while True:
+        if done < len(wake.finals):
+            finals, done = wake.finals[done:], len(wake.finals)
+            _leftovers_cancelled(conn, finals, now, wake)
+            parking.on_finals(conn, finals, now, wake)
+        elif wake.reported:
+            reported, wake.reported = wake.reported, set()
+            parking.on_reports(conn, reported, now, wake)
+        elif wake.cooled:
+            cooled, wake.cooled = wake.cooled, set()
+            parking.cooled(conn, cooled, now, wake)
+        elif wake.freed:
+            freed, wake.freed = wake.freed, set()
+            for pilot_id in sorted(freed):
+                parking.grant(conn, pilot_id, now, wake)
+        else:
+            return
+
+
+def _leftovers_cancelled(
+    conn: Connection, finals: Sequence[Final], now: float, wake: Wakeups
+) -> None:
     for f in finals:
         if f.kind != JobKind.DRIVER or f.workflow_id is None or f.state is JobState.FAILED:
             continue
         live = [r.id for r in _live_jobs(conn, subtree(conn, f.workflow_id)) if r.id != f.id]
         if live:
             wms_jobs.cancel(
-                conn, live, None, now, wake, reason=f"workflow {f.workflow_id} {f.state.value}"
+                conn,
+                live,
+                None,
+                now,
+                wake,
+                reason=Reason.WORKFLOW_ENDED
+                if f.state is JobState.SUCCEEDED
+                else Reason.WORKFLOW_CANCELLED,
+                why=f"workflow {f.workflow_id} {f.state.value}",
             )
-
-
-deps.FINAL_HOOKS.append(_leftovers_cancelled)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pilotwave.errors import ConfigError
 from pilotwave.sdk import yamlconfig
-from pilotwave.sdk.yamlconfig import ConfigError
 
 STUDY_KEYS = (
     "space",

@@ -327,7 +327,7 @@ def _on_finish(seg: _Segment, t: _Trial, names: list[str]) -> None:
         _tell(seg.study, t.handle, values=values)
         after = _best_value(seg.study)
         seg.since_best = 0 if after != before else seg.since_best + 1
-    elif "pruned" in out or "$pw_pruned" in out:
+    elif "pruned" in out:
         record["state"] = PRUNED
         if t.intermediate and not multi:
             record["value"] = t.intermediate[max(t.intermediate)]

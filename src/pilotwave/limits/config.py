@@ -28,9 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pilotwave.errors import ConfigError
 from pilotwave.limits.exclusion import axes_of
 from pilotwave.sdk import yamlconfig
-from pilotwave.sdk.yamlconfig import ConfigError, RunConfig
+from pilotwave.sdk.yamlconfig import RunConfig
 
 SCAN_KEYS = (
     "grid",

@@ -1,14 +1,16 @@
-"""The pilot agent: claim jobs that fit, run them, stream their logs, report, heartbeat, drain.
+"""The pilot agent: the threads and processes that carry out what ``PilotCore`` decides.
 
-Threads, each blocking on the server or on local events rather than sleeping:
+Every decision (what to claim, when to report, what to start, kill, hand back or evict,
+when to exit) is the core's; this shell only performs its instructions and feeds back what
+happened.  Threads, each blocking on the server or on local events rather than sleeping:
 
-- claimer: long-polls ``claim`` while slots are free, carrying finished-attempt reports;
-- reporter: sends reports at once while a claim is held open on the server;
+- claimer: sends the core's claims (long-polled, carrying finished-attempt reports);
+- reporter: sends reports the core wants out before the next claim;
 - heartbeat: long-polls ``heartbeat``, which answers early with commands (kill, drain);
-- monitor: ships new log output and enforces walltimes every half second;
+- clock: ticks the core at its deadlines, and ships new log output every half second;
 - runners: one per running job (a thread pool), waiting on its process.
 
-Reports stay in memory until the server acknowledges them, so a server restart loses
+Reports stay in the core until the server acknowledges them, so a server restart loses
 nothing: every request is retried and every report is idempotent.
 """
 
@@ -25,7 +27,6 @@ import tempfile
 import threading
 import time
 import traceback
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,62 +35,56 @@ from typing import Any
 import orjson
 
 import pilotwave
+from pilotwave.errors import ApiError, PilotwaveError, SandboxError
+from pilotwave.pilot import core
 from pilotwave.pilot.api import PilotApi
+from pilotwave.pilot.core import CoreConfig, PilotCore
 from pilotwave.pilot.executors import Outcome, ShellRun, Worker, WorkerPool
-from pilotwave.pilot.logtail import MAX_CHUNK, LogTail
-from pilotwave.pilot.resources import GpuInfo
+from pilotwave.pilot.logtail import LogTail
 from pilotwave.pilot.sandboxes import SandboxCache
-from pilotwave.sdk.errors import ApiError, PilotwaveError, SandboxError
+from pilotwave.protocol import (
+    FUNCTION,
+    Ack,
+    ArtifactRef,
+    AttemptReport,
+    Claimed,
+    ClaimRequest,
+    Gpu,
+    Heartbeat,
+    Known,
+    Limits,
+    LogChunk,
+    ParkRequest,
+    PilotInfo,
+    UnparkRequest,
+    Wait,
+)
+from pilotwave.protocol.limits import LOG_CHUNK_BYTES
+from pilotwave.protocol.wire import DriverNote, wait_of
 
 log = logging.getLogger("pilotwave.pilot")
 
-MAX_RESULT_BYTES = 1024 * 1024
-CLAIM_WAIT_S = 20.0
-MONITOR_PERIOD_S = 0.5
-PARKED_AFTER_S = 0.02  # a claim out this long is waiting on the server for work
-DRIVER_ASK_S = 0.1  # a busy pilot asks for workflow drivers this often
+LOG_PERIOD_S = 0.5
 
 
-@dataclass
-class PilotConfig:
+@dataclass(frozen=True, kw_only=True)
+class PilotConfig(CoreConfig):
+    """The core's configuration, and where the pilot connects and works."""
+
     server: str
     token: str
     queues: list[str]
-    cores: int
-    memory_mb: int
-    slots: int
     labels: list[str] = field(default_factory=list)
-    gpus: list[GpuInfo] = field(default_factory=list)
-    prefetch: int = 16
-    driver_slots: int = 4
-    prefetch_below_s: float = 0.5
-    hold_s: float = 2.0
-    idle_exit_s: float | None = None
-    drain_timeout_s: float = 60.0
+    gpus: list[Gpu] = field(default_factory=list)
     workdir: Path | None = None
     cache: Path | None = None
     name: str = ""
 
 
-@dataclass
-class Task:
-    job: dict[str, Any]
-    dir: Path
-    state: str = "waiting"  # waiting -> running -> killing -> done
-    kill_reason: str | None = None
-    execution: Worker | ShellRun | None = None
-    log: LogTail | None = None
-    deadline: float | None = None
-    claimed: float = field(default_factory=time.monotonic)
-    started: float | None = None
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.job["id"], self.job["attempt"])
-
-    @property
-    def driver(self) -> bool:
-        return bool(self.job["kind"] == "driver")
+def _brief(obj: Any) -> str:
+    """An event or instruction for the debug log, without bulky payloads."""
+    text = repr(obj)
+    return text if len(text) < 300 else text[:300] + "..."
 
 
 class _Exit(threading.Event):
@@ -137,50 +132,102 @@ class Pilot:
         self.sandboxes = SandboxCache(cache, self.api.blob)
         self.pool = WorkerPool(self.workdir, max_idle=cfg.slots)
         self.runners = ThreadPoolExecutor(
-            max_workers=cfg.slots + cfg.driver_slots, thread_name_prefix="runner"
+            max_workers=cfg.slots + cfg.driver_slots + cfg.warm_drivers + 4,
+            thread_name_prefix="runner",
         )
-        self.waiting: deque[Task] = deque()  # claimed, waiting for local resources (prefetch)
-
+        # Parking and unparking drivers on the server (an unpark may wait for a free slot).
+        self.driver_ops = ThreadPoolExecutor(
+            max_workers=cfg.driver_slots + cfg.warm_drivers + 2, thread_name_prefix="drivers"
+        )
+        self.core = PilotCore(
+            cfg,
+            now=time.monotonic(),
+        )
         self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        self.tasks: dict[tuple[int, int], Task] = {}
-        self.reports: list[dict[str, Any]] = []
-        self.claim_in_flight = False
-        self.claim_parks = False  # the claim in flight cannot return before a report frees a slot
-        self.queue_dry = False  # the last claim found nothing waiting and had to park
-        self.drivers_asked = 0.0  # when a claim last asked for drivers
-        self.claim_sent = 0.0
-        self.claiming = True
-        self.last_claim_seq = 0
-        self.last_busy = time.monotonic()
-        self.draining = False
-        self.drain_deadline = 0.0
+        self.changed = threading.Condition(self.lock)  # the claimer's and reporter's boxes
+        self.clock = threading.Condition(self.lock)  # an earlier deadline for the clock
+        self.clock_at = 0.0  # when the clock thread wakes next
+        self.claim_box: ClaimRequest | None = None  # the claimer's next request
+        self.report_box: list[AttemptReport] | None = None  # the reporter's next batch
+        self.executions: dict[tuple[int, int], Worker | ShellRun] = {}
+        self.tails: dict[tuple[int, int], LogTail] = {}
         self.stopped = threading.Event()  # background threads end
         self.exit = _Exit()  # the main thread should wind down
         self._wake_r, self._wake_w = self.exit.pipe
         self.heartbeat_interval = 10.0
+        self.limits = Limits()
         self.failure: str | None = None  # why the pilot gave up, if it did
-        self.job_seconds: float | None = None  # moving average of recent jobs' run time
-        self.nothing_ahead = False  # the last claim for jobs to hold found none
+
+    # -- the core --------------------------------------------------------------------
+
+    def feed(self, event: core.Event) -> None:
+        """Hand ``event`` to the core and carry out what it decides."""
+        kills: list[core.Kill] = []
+        go: list[tuple[int, int]] = []
+        with self.changed:
+            was_draining = self.core.draining
+            instructions = self.core.handle(event)
+            if log.isEnabledFor(logging.DEBUG) and not isinstance(event, core.Tick):
+                log.debug("event %s -> %s", _brief(event), [_brief(i) for i in instructions])
+            for ins in instructions:
+                if isinstance(ins, core.Claim):
+                    self.claim_box = ins.request
+                elif isinstance(ins, core.SendReports):
+                    self.report_box = ins.reports
+                elif isinstance(ins, core.Start):
+                    self.runners.submit(self._run, ins.job)
+                elif isinstance(ins, core.Kill):
+                    kills.append(ins)
+                elif isinstance(ins, core.Park):
+                    self.driver_ops.submit(self._park, ins.key, ins.wait)
+                elif isinstance(ins, core.Unpark):
+                    self.driver_ops.submit(self._unpark, ins.key)
+                elif isinstance(ins, core.LetGo):
+                    go.append(ins.key)
+                elif isinstance(ins, core.TellParkable):
+                    self.driver_ops.submit(self._tell_parkable, ins.parkable)
+                elif isinstance(ins, core.Exit):
+                    self.failure = ins.failure
+                    self.exit.set()
+            self.changed.notify_all()
+            wake = self.core.wake_at()
+            if wake is not None and wake < self.clock_at:
+                self.clock.notify()
+            tell = self.core.draining and not was_draining
+        if tell:  # the server stops handing us work at once, and our claim in flight returns
+            threading.Thread(target=self._tell_draining, name="drain", daemon=True).start()
+        for key in go:
+            execution = self.executions.get(key)
+            if isinstance(execution, Worker):
+                execution.send({"go": True})
+        for k in kills:
+            log.info("stopping job=%s attempt=%s: %s", k.key[0], k.key[1], k.reason)
+            execution = self.executions.get(k.key)
+            if execution is not None:  # not started yet: the runner sees the kill reason
+                execution.kill()
+
+    def now(self) -> float:
+        return time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> int:
-        info = {
-            "name": self.cfg.name or f"{socket.gethostname()}:{os.getpid()}",
-            "hostname": socket.gethostname(),
-            "queues": self.cfg.queues,
-            "labels": self.cfg.labels,
-            "cores": self.cfg.cores,
-            "memory_mb": self.cfg.memory_mb,
-            "gpus": [g.as_json() for g in self.cfg.gpus],
-            "slots": self.cfg.slots,
-            "prefetch": self.cfg.prefetch,
-            "driver_slots": self.cfg.driver_slots,
-            "version": pilotwave.__version__,
-        }
+        info = PilotInfo(
+            name=self.cfg.name or f"{socket.gethostname()}:{os.getpid()}",
+            hostname=socket.gethostname(),
+            queues=tuple(self.cfg.queues),
+            labels=tuple(self.cfg.labels),
+            cores=self.cfg.cores,
+            memory_mb=self.cfg.memory_mb,
+            gpus=tuple(self.cfg.gpus),
+            slots=self.cfg.slots,
+            prefetch=self.cfg.prefetch,
+            driver_slots=self.cfg.driver_slots,
+            version=pilotwave.__version__,
+        )
         reg = self.api.register(info)
-        self.heartbeat_interval = float(reg["heartbeat_interval_s"])
+        self.heartbeat_interval = reg.heartbeat_interval_s
+        self.limits = reg.limits
         log.info(
             "registered pilot=%s queues=%s slots=%d",
             self.api.pilot_id,
@@ -199,8 +246,9 @@ class Pilot:
             threading.Thread(
                 target=self._guard(self._heartbeat_loop), name="heartbeat", daemon=True
             ),
-            threading.Thread(target=self._guard(self._monitor_loop), name="monitor", daemon=True),
+            threading.Thread(target=self._guard(self._clock_loop), name="clock", daemon=True),
         ]
+        self.feed(core.Tick(self.now()))  # the first claim
         for t in threads:
             t.start()
         while not self.exit.is_set():
@@ -221,59 +269,29 @@ class Pilot:
                 log.exception(
                     "pilot thread %s crashed; shutting down", threading.current_thread().name
                 )
-                self.exit.set()
+                self.feed(core.StopNow(self.now(), "a pilot thread crashed"))
 
         return run
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.draining:  # second signal: hand everything back now
-            self.drain_deadline = 0.0
+        if self.core.draining:  # second signal: hand everything back now
+            log.info("signal %s again: handing everything back", signal.Signals(signum).name)
+            self.feed(core.StopNow(self.now()))
         else:
             log.info(
                 "signal %s: draining (up to %gs)",
                 signal.Signals(signum).name,
                 self.cfg.drain_timeout_s,
             )
-            self.request_drain(self.cfg.drain_timeout_s)
-        with self.changed:
-            self.changed.notify_all()
-
-    def request_drain(self, timeout_s: float) -> None:
-        self.draining = True
-        self.drain_deadline = time.monotonic() + timeout_s
-        self.exit.set()
+            self.feed(core.DrainRequested(self.now()))
 
     def _shutdown(self) -> None:
-        with self.changed:
-            self.claiming = False
-            self.changed.notify_all()
-        with self.lock:
-            never_started = [t.key for t in self.waiting]
-        for job_id, attempt in never_started:
-            self.kill(job_id, attempt, "drain")
-        if self.draining:
-            try:
-                self._beat_once(wait_s=0)  # the server stops handing us work at once
-            except PilotwaveError as exc:
-                log.warning("could not tell the server we are draining: %s", exc)
-            with self.changed:
-                while self._running() and time.monotonic() < self.drain_deadline:
-                    self.changed.wait(max(0.0, min(1.0, self.drain_deadline - time.monotonic())))
-                leftovers = [t for t in self.tasks.values() if t.state == "running"]
-            for t in leftovers:
-                self.kill(t.job["id"], t.job["attempt"], "drain")
-        else:
-            for t in list(self.tasks.values()):
-                self.kill(t.job["id"], t.job["attempt"], "drain")
-        self.runners.shutdown(wait=True)
-        deadline = time.monotonic() + 30
-        with self.changed:
-            self.changed.notify_all()
-            while self.tasks and time.monotonic() < deadline:
-                self.changed.wait(0.5)
         self.stopped.set()
         with self.changed:
             self.changed.notify_all()
+            self.clock.notify_all()
+        self.runners.shutdown(wait=True)
+        self.driver_ops.shutdown(wait=False, cancel_futures=True)
         try:
             self.api.exit()
         except PilotwaveError as exc:
@@ -284,231 +302,73 @@ class Pilot:
             shutil.rmtree(self.workdir, ignore_errors=True)
         log.info("pilot %s exited", self.api.pilot_id)
 
-    def _running(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.state != "done")
-
-    def _running_drivers(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.state != "done" and t.driver)
-
-    # -- claiming --------------------------------------------------------------------
+    # -- claims and reports ----------------------------------------------------------
 
     def _claim_loop(self) -> None:
-        backoff = 0.2
         while True:
             with self.changed:
-                while True:
-                    if self.stopped.is_set() or not self.claiming:
-                        return  # the reporter sends what is left
-                    drivers = self._running_drivers()
-                    idle_slots = self.cfg.slots - (self._running() - drivers)
-                    idle_drivers = self.cfg.driver_slots - drivers
-                    free = idle_slots + self._ahead()
-                    # Wait on the server only for a slot that is idle; jobs to hold ahead are
-                    # taken only if there are some now (a parked claim could wake much later,
-                    # when holding a job no longer pays).
-                    hold_ahead = free > 0 and not self.nothing_ahead
-                    # With every job slot busy, wait on the server for drivers only once a job
-                    # runs long: while jobs are short, the next claim comes within moments and
-                    # asks for drivers too (a parked claim would cost each job a separate report).
-                    park_for_drivers = idle_drivers > 0 and self._running_long()
-                    if self.reports or idle_slots > 0 or park_for_drivers or hold_ahead:
-                        break
-                    self.changed.wait()
-                reports, self.reports = self.reports, []
-                if self._running():
-                    self.last_busy = time.monotonic()
-                idle_for = time.monotonic() - self.last_busy
-                prefetch = True
-                if idle_slots > 0:
-                    wait = CLAIM_WAIT_S
-                elif hold_ahead or not park_for_drivers:
-                    wait = 0.0
-                else:
-                    # Parked for drivers only: compute jobs only for slots the server sees free
-                    # when it wakes this claim (a finished job's report frees one).
-                    wait, free, prefetch = CLAIM_WAIT_S, self.cfg.slots, False
-                self.claim_parks = wait > 0 and idle_slots <= 0
-                self.claim_in_flight = wait > 0  # it may be parked on the server
-                self.claim_sent = time.monotonic()
-            if self.cfg.idle_exit_s is not None and wait > 0:
-                left = self.cfg.idle_exit_s - idle_for
-                if left <= 0 and not reports:
-                    with self.changed:
-                        self.claim_in_flight = self.claim_parks = False
-                        idle = not self._running()
-                    if idle:
-                        log.info("idle for %gs: exiting", self.cfg.idle_exit_s)
-                        self.exit.set()
+                while self.claim_box is None:
+                    if self.stopped.is_set():
                         return
-                wait = max(0.0, min(wait, left))
+                    self.changed.wait()
+                request, self.claim_box = self.claim_box, None
             try:
-                # Asking for drivers costs the server a query: a claim that will wait asks
-                # always, a busy pilot's quick claims at most every DRIVER_ASK_S.
-                ask = max(0, idle_drivers)
-                if wait <= 0 and time.monotonic() - self.drivers_asked < DRIVER_ASK_S:
-                    ask = 0
-                elif ask:
-                    self.drivers_asked = time.monotonic()
-                resp = self.api.claim(free, wait, reports, ask, prefetch)
+                answer = self.api.claim(request)
             except PilotwaveError as exc:
-                with self.changed:
-                    self.reports = reports + self.reports
-                    self.claim_in_flight = self.claim_parks = False
-                log.warning("claim failed (%s); retrying in %.1fs", exc, backoff)
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("claim failed (%s); retrying", exc)
+                self.feed(core.ClaimFailed(self.now()))
                 continue
-            backoff = 0.2
-            self._acked(reports, resp["acks"])
-            with self.changed:
-                self.claim_in_flight = self.claim_parks = False
-                self.nothing_ahead = not resp["jobs"] and idle_slots <= 0
-                # Work arrives one job at a time (a chain, a driver's loop): the next claim
-                # will wait on the server, so reports must not wait for it.
-                self.queue_dry = bool(resp.get("parked")) or (wait > 0 and not resp["jobs"])
-                drivers_now = []
-                for job in resp["jobs"]:
-                    task = Task(job, self.workdir / "jobs" / f"{job['id']}-{job['attempt']}")
-                    self.tasks[task.key] = task
-                    if task.driver:  # drivers have their own slots: they start at once
-                        task.state, task.started = "running", time.monotonic()
-                        drivers_now.append(task)
-                    else:
-                        self.waiting.append(task)
-                    self.last_claim_seq = max(self.last_claim_seq, int(job["claim_seq"]))
-                if resp["jobs"]:
-                    self.last_busy = time.monotonic()
-            for task in drivers_now:
-                self.runners.submit(self._run_task, task)
-            if not self.claiming:
-                for job in resp["jobs"]:
-                    self.kill(job["id"], job["attempt"], "drain")
-            self._dispatch()
-
-    def _ahead(self) -> int:
-        """How many jobs to hold beyond free slots now (call with the lock held).
-
-        Prefetch pays off only for short jobs, where a claim round trip is a large part of
-        a job's life; with long ones a held job would wait while another pilot idles.  So
-        hold jobs only while recent jobs were short and nothing running has become long.
-        """
-        limit = self.cfg.prefetch_below_s
-        if not self.cfg.prefetch or self.job_seconds is None or self.job_seconds > limit:
-            return 0
-        now = time.monotonic()
-        if any(
-            t.started is not None and now - t.started > limit
-            for t in self.tasks.values()
-            if t.state == "running" and not t.driver
-        ):
-            return 0
-        return self.cfg.prefetch
-
-    def _running_long(self) -> bool:
-        """Whether a job in a job slot has run longer than a short job (call with the lock held)."""
-        now = time.monotonic()
-        return any(
-            t.started is not None and now - t.started > self.cfg.prefetch_below_s
-            for t in self.tasks.values()
-            if t.state == "running" and not t.driver
-        )
-
-    def _dispatch(self) -> None:
-        """Start waiting tasks, in claim order, while this machine has room for them."""
-        with self.lock:
-            running = [
-                t for t in self.tasks.values() if t.state in ("running", "killing") and not t.driver
-            ]
-            cores = self.cfg.cores - sum(t.job["cores"] for t in running)
-            memory = self.cfg.memory_mb - sum(t.job["memory_mb"] for t in running)
-            slots = self.cfg.slots - len(running)
-            start = []
-            while self.waiting and slots > 0:
-                task = self.waiting[0]
-                too_big = task.job["cores"] > cores or task.job["memory_mb"] > memory
-                if too_big and running:
-                    break  # it gets the machine when what runs now is done
-                self.waiting.popleft()
-                task.state = "running"
-                task.started = time.monotonic()
-                if task.job.get("walltime_s"):
-                    task.deadline = time.monotonic() + float(task.job["walltime_s"])
-                running.append(task)
-                slots -= 1
-                cores -= task.job["cores"]
-                memory -= task.job["memory_mb"]
-                start.append(task)
-        for task in start:
-            self.runners.submit(self._run_task, task)
-
-    def _acked(self, reports: list[dict[str, Any]], acks: list[str]) -> None:
-        for rep, ack in zip(reports, acks, strict=False):
-            if ack in ("stale", "unknown"):
-                log.warning(
-                    "server refused report job=%s attempt=%s ack=%s",
-                    rep["job_id"],
-                    rep["attempt"],
-                    ack,
+            self._log_refused(request.reports, answer.acks)
+            self.feed(
+                core.ClaimAnswered(
+                    self.now(), answer.jobs, answer.acks, answer.parked, answer.drivers_queued
                 )
-        with self.changed:
-            for rep in reports:
-                self.tasks.pop((rep["job_id"], rep["attempt"]), None)
-            self.changed.notify_all()
+            )
 
     def _report_loop(self) -> None:
-        """Send reports while the claimer is parked in a long-poll (or has stopped).
-
-        A claim that finds work returns within milliseconds and the next one carries the
-        reports, so the reporter only steps in once a claim has been out for a while.
-        """
-        backoff = 0.2
         while True:
             with self.changed:
-                while True:
-                    if self.stopped.is_set() and not self.reports:
+                while self.report_box is None:
+                    if self.stopped.is_set():
                         return
-                    if self.reports and (not self.claiming or self.claim_parks or self.queue_dry):
-                        break  # no claim will carry them soon
-                    if self.reports and self.claim_in_flight:
-                        parked_in = self.claim_sent + PARKED_AFTER_S - time.monotonic()
-                        if parked_in <= 0:
-                            break
-                        self.changed.wait(parked_in)
-                        continue
                     self.changed.wait()
-                reports, self.reports = self.reports, []
+                reports, self.report_box = self.report_box, None
             try:
                 acks = self.api.report(reports)
             except PilotwaveError as exc:
-                with self.changed:
-                    self.reports = reports + self.reports
-                log.warning("report failed (%s); retrying in %.1fs", exc, backoff)
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("report failed (%s); retrying", exc)
+                self.feed(core.ReportsFailed(self.now()))
                 continue
-            backoff = 0.2
-            self._acked(reports, acks)
+            self._log_refused(reports, acks)
+            self.feed(core.ReportsAnswered(self.now(), acks))
 
-    # -- heartbeats and commands -----------------------------------------------------
+    @staticmethod
+    def _log_refused(reports: list[AttemptReport], acks: list[Ack]) -> None:
+        for rep, ack in zip(reports, acks, strict=False):
+            if ack in (Ack.STALE, Ack.UNKNOWN):
+                log.warning(
+                    "server refused report job=%s attempt=%s ack=%s", rep.job_id, rep.attempt, ack
+                )
+
+    # -- heartbeats and the clock ----------------------------------------------------
 
     def _beat_once(self, wait_s: float) -> None:
         with self.lock:
             known = [
-                {
-                    "job_id": t.job["id"],
-                    "attempt": t.job["attempt"],
-                    "killing": t.state not in ("waiting", "running"),
-                }
-                for t in self.tasks.values()
+                Known(job_id=j, attempt=a, killing=killing) for j, a, killing in self.core.known()
             ]
-            seq = self.last_claim_seq
-        resp = self.api.heartbeat(known, seq, self.draining, wait_s)
-        for k in resp["kill"]:
-            log.info("kill job=%s attempt=%s reason=%s", k["job_id"], k["attempt"], k["reason"])
-            self.kill(k["job_id"], k["attempt"], k["reason"])
-        if resp["drain"] and not self.draining:
+            seq, draining = self.core.last_claim_seq, self.core.draining
+        beat = Heartbeat(known=known, last_claim_seq=seq, draining=draining, wait_s=wait_s)
+        commands = self.api.heartbeat(beat)
+        if commands.drain and not draining:
             log.info("the server asked this pilot to drain")
-            self.request_drain(self.cfg.drain_timeout_s)
+        self.feed(core.HeartbeatAnswered(self.now(), commands))
+
+    def _tell_draining(self) -> None:
+        try:
+            self._beat_once(0.0)
+        except PilotwaveError as exc:
+            log.warning("could not tell the server we are draining: %s", exc)
 
     def _heartbeat_loop(self) -> None:
         while not self.stopped.is_set():
@@ -522,8 +382,7 @@ class Pilot:
                         404: "the server no longer knows this pilot",
                     }[exc.status]
                     log.error("giving up: %s (%s)", why, exc.detail)
-                    self.failure = why
-                    self.exit.set()
+                    self.feed(core.StopNow(self.now(), why))
                     return
                 log.warning("heartbeat refused: %s", exc)
                 self.stopped.wait(1.0)
@@ -531,60 +390,35 @@ class Pilot:
                 log.warning("heartbeat failed: %s", exc)
                 self.stopped.wait(1.0)
 
-    def kill(self, job_id: int, attempt: int, reason: str) -> None:
-        with self.changed:
-            task = self.tasks.get((job_id, attempt))
-            if task is None or task.state not in ("waiting", "running"):
-                return
-            if task.state == "waiting":  # never started: hand it back at once
-                self.waiting.remove(task)
-                task.state = "done"
-                task.kill_reason = reason
-                self.reports.append(
-                    {
-                        "job_id": job_id,
-                        "attempt": attempt,
-                        "outcome": "killed",
-                        "error": f"killed: {reason}",
-                    }
-                )
-                self.changed.notify_all()
-                return
-            task.state = "killing"
-            task.kill_reason = reason
-            execution = task.execution
-        if execution is not None:
-            execution.kill()
-
-    # -- monitoring: live logs and walltimes -------------------------------------------
-
-    def _monitor_loop(self) -> None:
-        while not self.stopped.wait(MONITOR_PERIOD_S):
-            now = time.monotonic()
-            with self.changed:
-                running = [t for t in self.tasks.values() if t.state == "running"]
-                if running:
-                    self.changed.notify_all()  # a job may have become long: claim drivers
-            for t in running:
-                if t.deadline is not None and now > t.deadline:
-                    log.info("walltime exceeded job=%s", t.job["id"])
-                    self.kill(t.job["id"], t.job["attempt"], "walltime")
+    def _clock_loop(self) -> None:
+        """Tick the core at its deadlines; ship live logs every ``LOG_PERIOD_S``."""
+        next_logs = self.now() + LOG_PERIOD_S
+        while not self.stopped.is_set():
             with self.lock:
-                held_too_long = [t.key for t in self.waiting if now - t.claimed > self.cfg.hold_s]
-            for job_id, attempt in held_too_long:  # another pilot may be idle: give it back
-                log.info("handing back job=%s: held for %gs", job_id, self.cfg.hold_s)
-                self.kill(job_id, attempt, "held too long on a busy pilot")
-            self._ship_logs([t for t in running if t.log is not None])
+                wake = self.core.wake_at()
+                self.clock_at = min(next_logs, wake) if wake is not None else next_logs
+                if self.clock_at > self.now():
+                    self.clock.wait(self.clock_at - self.now())
+                self.clock_at = 0.0
+            self.feed(core.Tick(self.now()))
+            if self.now() >= next_logs:
+                next_logs = self.now() + LOG_PERIOD_S
+                self._ship_logs()
 
-    def _ship_logs(self, tasks: list[Task]) -> None:
+    def _ship_logs(self) -> None:
+        with self.lock:
+            tails = [
+                self.tails[t.key]
+                for t in self.core.tasks.values()
+                if t.state is core.TaskState.RUNNING and t.key in self.tails
+            ]
         locked, chunks = [], []
         try:
-            for t in tasks:
-                assert t.log is not None
-                if not t.log.lock.acquire(blocking=False):
+            for tail in tails:
+                if not tail.lock.acquire(blocking=False):
                     continue  # the runner is reading its final chunk
-                locked.append(t.log)
-                chunk = t.log.read()
+                locked.append(tail)
+                chunk = tail.read()
                 if chunk:
                     chunks.append(chunk)
             if chunks:
@@ -592,163 +426,185 @@ class Pilot:
                     self.api.logs(chunks)
                 except PilotwaveError as exc:
                     log.warning("could not ship logs (will resend): %s", exc)
-                    by_key = {(lt.job_id, lt.attempt): lt for lt in locked}
+                    by_key = {(t.job_id, t.attempt): t for t in locked}
                     for c in chunks:
-                        by_key[(c["job_id"], c["attempt"])].rewind(c)
+                        by_key[(c.job_id, c.attempt)].rewind(c)
         finally:
-            for lt in locked:
-                lt.lock.release()
+            for tail in locked:
+                tail.lock.release()
 
     # -- running one job ---------------------------------------------------------------
 
-    def _run_task(self, task: Task) -> None:
-        job = task.job
+    def _run(self, job: Claimed) -> None:
+        jobdir = self.workdir / "jobs" / f"{job.id}-{job.attempt}"
         try:
-            task.dir.mkdir(parents=True, exist_ok=True)
-            outcome = self._execute(task)
+            jobdir.mkdir(parents=True, exist_ok=True)
+            outcome = self._execute(job, jobdir)
         except SandboxError as exc:
             outcome = Outcome(False, error=str(exc), retryable=False)
         except Exception:
             outcome = Outcome(
                 False, error="pilot error while running the job:\n" + traceback.format_exc()
             )
-        report = self._report_for(task, outcome)
-        with self.changed:
-            task.state = "done"
-            self.nothing_ahead = False
-            self.reports.append(report)
-            if task.started is not None and task.kill_reason is None and not task.driver:
-                took = time.monotonic() - task.started
-                self.job_seconds = (
-                    took if self.job_seconds is None else 0.8 * self.job_seconds + 0.2 * took
-                )
-            self.changed.notify_all()
-        self._dispatch()
-        shutil.rmtree(task.dir, ignore_errors=True)
-        log.debug("job=%s attempt=%s outcome=%s", job["id"], job["attempt"], report["outcome"])
+        report = self._report_for(job, jobdir, outcome)
+        with self.lock:
+            self.executions.pop(job.key, None)
+            self.tails.pop(job.key, None)
+        self.feed(core.TaskEnded(self.now(), job.key, report))
+        shutil.rmtree(jobdir, ignore_errors=True)
+        log.debug("job=%s attempt=%s outcome=%s", job.id, job.attempt, report.outcome)
 
-    def _execute(self, task: Task) -> Outcome:
-        job = task.job
-        spec = orjson.loads(job["spec"])
-        box = self.sandboxes.get(job["sandbox"]) if job.get("sandbox") else None
-        outputs = task.dir / "outputs"
+    def _killed(self, key: tuple[int, int]) -> bool:
+        task = self.core.task(key)
+        return task is not None and task.kill_reason is not None
+
+    def _execute(self, job: Claimed, jobdir: Path) -> Outcome:
+        spec = orjson.loads(job.spec)
+        box = self.sandboxes.get(job.sandbox) if job.sandbox else None
+        outputs = jobdir / "outputs"
         outputs.mkdir()
         env = dict(os.environ)
         env.update(
-            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in job["gpus"]),
-            PILOTWAVE_JOB_ID=str(job["id"]),
-            PILOTWAVE_ATTEMPT=str(job["attempt"]),
+            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in job.gpus),
+            PILOTWAVE_JOB_ID=str(job.id),
+            PILOTWAVE_ATTEMPT=str(job.attempt),
             PILOTWAVE_OUTPUTS=str(outputs),
-            PILOTWAVE_CORES=str(job["cores"]),
+            PILOTWAVE_CORES=str(job.cores),
             PILOTWAVE_SERVER=self.cfg.server,
-            PILOTWAVE_JOB_TOKEN=job.get("token") or "",
+            PILOTWAVE_JOB_TOKEN=job.token,
             PILOTWAVE_DECISIONS="1" if spec.get("decisions") else "0",
-            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(job["cores"])),
+            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(job.cores)),
         )
-        if job["kind"] == "shell":
+        if job.kind == "shell":
             env.update(spec.get("env") or {})
             env["PYTHONUNBUFFERED"] = "1"
-            run = ShellRun(spec["argv"], box or task.dir, env, task.dir / "output.log")
+            run = ShellRun(spec["argv"], box or jobdir, env, jobdir / "output.log")
             with self.lock:
-                task.execution = run
-                task.log = LogTail(job["id"], job["attempt"], run.log_path, 0)
-                if task.kill_reason:
-                    run.kill()
+                self.executions[job.key] = run
+                self.tails[job.key] = LogTail(job.id, job.attempt, run.log_path, 0)
+                killed_early = self._killed(job.key)
+            if killed_early:
+                run.kill()
             return run.wait()
         if box is not None:
-            env["PILOTWAVE_SANDBOX_SHA"] = job["sandbox"]
-        key = (job["kind"], str(box), tuple(job["gpus"]))
+            env["PILOTWAVE_SANDBOX_SHA"] = job.sandbox or ""
+        key = (job.kind, str(box), tuple(job.gpus))
         # A driver gets a fresh process: module state left by another run must not make a
         # replay take a different path.
-        fresh = bool(job["isolate"]) or task.driver
+        fresh = job.isolate or job.is_driver
         worker = self.pool.acquire(key, box, env, fresh=fresh)
         with self.lock:
-            task.execution = worker
-            task.log = LogTail(job["id"], job["attempt"], worker.log_path, worker.log_size())
-            killed_early = task.kill_reason is not None
+            self.executions[job.key] = worker
+            self.tails[job.key] = LogTail(job.id, job.attempt, worker.log_path, worker.log_size())
+            killed_early = self._killed(job.key)
         if killed_early:
             self.pool.release(worker, reusable=not fresh)
             return Outcome(False, error="killed before it started", killed=True)
         msg = {
-            "job_id": job["id"],
-            "attempt": job["attempt"],
+            "job_id": job.id,
+            "attempt": job.attempt,
             "function": spec["function"],
             "args": spec["args"],
             "kwargs": spec["kwargs"],
             "outputs": str(outputs),
-            "max_result_bytes": MAX_RESULT_BYTES,
-            "decode": "$pw_function" in job["spec"],
+            "max_result_bytes": self.limits.max_result_bytes,
+            "decode": FUNCTION in job.spec,
             "server": self.cfg.server,
-            "token": job.get("token"),
+            "token": job.token,
             "decisions": bool(spec.get("decisions")),
         }
-        if job["kind"] == "driver":
+        if job.is_driver:
             msg["driver"] = {
                 "workflow_id": spec["workflow_id"],
                 "seed": spec["seed"],
                 "server": self.cfg.server,
-                "token": job["token"],
+                "token": job.token,
             }
-        outcome = worker.run(msg)
-        self.pool.release(
-            worker, reusable=not fresh and task.kill_reason is None and not outcome.killed
-        )
+        outcome = worker.run(msg, on_note=lambda note: self._note(job.key, note))
+        with self.lock:
+            reusable = not fresh and not self._killed(job.key) and not outcome.killed
+        self.pool.release(worker, reusable=reusable)
         return outcome
 
-    def _report_for(self, task: Task, outcome: Outcome) -> dict[str, Any]:
-        job = task.job
-        report: dict[str, Any] = {
-            "job_id": job["id"],
-            "attempt": job["attempt"],
-            "exit_code": outcome.exit_code,
-            "cpu_s": outcome.cpu_s,
-            "max_rss_mb": outcome.max_rss_mb,
-        }
-        tail = self._final_log(task, report)
-        reason = task.kill_reason
-        if reason == "walltime":
-            report.update(
-                outcome="failed",
-                retryable=True,
-                error=f"WalltimeExceeded: the job ran past its walltime of {job['walltime_s']:g}s and was killed",
-            )
-        elif reason is not None:
-            report.update(outcome="killed", error=f"killed: {reason}")
-        elif outcome.ok:
-            result = outcome.result
-            if job["kind"] == "shell":
-                result = orjson.dumps(
-                    {"exit_code": outcome.exit_code, "stdout_tail": tail}
-                ).decode()
-            report.update(outcome="succeeded", result=result)
-        else:
-            report.update(outcome="failed", error=outcome.error, retryable=outcome.retryable)
-        if reason not in ("stale", "drain"):
-            report["artifacts"] = self._upload_outputs(task)
-        return report
+    def _note(self, key: tuple[int, int], msg: dict[str, Any]) -> None:
+        """A driver's process says it waits for its jobs, or asks to go on."""
+        if msg["note"] == DriverNote.WAITS:
+            self.feed(core.DriverWaits(self.now(), key, wait_of(msg["wait"])))
+        elif msg["note"] == DriverNote.ASKS:
+            self.feed(core.DriverAsks(self.now(), key))
 
-    def _final_log(self, task: Task, report: dict[str, Any]) -> str:
-        """Attach the rest of the job's output to its report (earlier output was shipped live)."""
-        if task.log is None:
-            return ""
-        with task.log.lock:
-            rest = task.log.read(final=True, limit=None)
-            if rest is not None:
-                data, pos = rest["data"], rest["pos"]
-                while len(data) > MAX_CHUNK:  # a burst too big for one report: ship it ahead
-                    piece, data = data[:MAX_CHUNK], data[MAX_CHUNK:]
-                    nbytes = len(piece.encode())
-                    try:
-                        self.api.logs([{**rest, "pos": pos, "data": piece, "nbytes": nbytes}])
-                    except PilotwaveError as exc:
-                        log.warning("could not ship logs: %s", exc)
-                    pos += nbytes
-                report["log"] = {**rest, "pos": pos, "data": data, "nbytes": len(data.encode())}
-            return task.log.tail
+    def _tell_parkable(self, parkable: int) -> None:
+        try:
+            self.api.parkable(parkable)
+        except PilotwaveError as exc:  # the next claim carries it anyway
+            log.warning("could not tell the server about waiting drivers: %s", exc)
 
-    def _upload_outputs(self, task: Task) -> list[dict[str, Any]]:
-        outputs = task.dir / "outputs"
-        found: list[dict[str, Any]] = []
+    def _park(self, key: tuple[int, int], wait: Wait) -> None:
+        try:
+            parked = self.api.park(ParkRequest(job_id=key[0], attempt=key[1], wait=wait))
+        except PilotwaveError as exc:
+            log.warning("could not park driver job=%s: %s", key[0], exc)
+            self.feed(core.DriverRequestFailed(self.now(), key))
+            return
+        self.feed(core.ParkAnswered(self.now(), key, parked))
+
+    def _unpark(self, key: tuple[int, int]) -> None:
+        try:
+            state = self.api.unpark(UnparkRequest(job_id=key[0], attempt=key[1]))
+        except PilotwaveError as exc:
+            log.warning("could not unpark driver job=%s: %s", key[0], exc)
+            self.feed(core.DriverRequestFailed(self.now(), key))
+            return
+        self.feed(core.UnparkAnswered(self.now(), key, state))
+
+    def _report_for(self, job: Claimed, jobdir: Path, outcome: Outcome) -> AttemptReport:
+        """The attempt's report as the payload ended; the core applies why it was stopped."""
+        tail, last = self._final_log(job)
+        result = outcome.result
+        if outcome.ok and job.kind == "shell":
+            result = orjson.dumps({"exit_code": outcome.exit_code, "stdout_tail": tail}).decode()
+        with self.lock:
+            task = self.core.task(job.key)
+            wanted = task is not None and PilotCore.wants_artifacts(task)
+        return AttemptReport(
+            job_id=job.id,
+            attempt=job.attempt,
+            outcome="succeeded" if outcome.ok else "failed",
+            result=result if outcome.ok else None,
+            error=None if outcome.ok else outcome.error,
+            exit_code=outcome.exit_code,
+            retryable=outcome.retryable,
+            reason=outcome.reason if outcome.ok else None,  # type: ignore[arg-type]
+            cpu_s=outcome.cpu_s,
+            max_rss_mb=outcome.max_rss_mb,
+            log=last,
+            artifacts=tuple(self._upload_outputs(jobdir)) if wanted else (),
+        )
+
+    def _final_log(self, job: Claimed) -> tuple[str, LogChunk | None]:
+        """The rest of the job's output for its report (earlier output was shipped live)."""
+        with self.lock:
+            tail = self.tails.get(job.key)
+        if tail is None:
+            return "", None
+        with tail.lock:
+            rest = tail.read(final=True, limit=None)
+            if rest is None:
+                return tail.tail, None
+            data, pos = rest.data, rest.pos
+            while len(data) > LOG_CHUNK_BYTES:  # a burst too big for one report: ship it ahead
+                piece, data = data[:LOG_CHUNK_BYTES], data[LOG_CHUNK_BYTES:]
+                nbytes = len(piece.encode())
+                try:
+                    self.api.logs([replace(rest, pos=pos, data=piece, nbytes=nbytes)])
+                except PilotwaveError as exc:
+                    log.warning("could not ship logs: %s", exc)
+                pos += nbytes
+            return tail.tail, replace(rest, pos=pos, data=data, nbytes=len(data.encode()))
+
+    def _upload_outputs(self, jobdir: Path) -> list[ArtifactRef]:
+        outputs = jobdir / "outputs"
+        found: list[ArtifactRef] = []
         if not outputs.is_dir():
             return found
         for path in sorted(p for p in outputs.rglob("*") if p.is_file() and not p.is_symlink()):
@@ -760,6 +616,6 @@ class Pilot:
                 log.warning("artifact %s not uploaded: %s", path.name, exc)
                 continue
             found.append(
-                {"name": path.relative_to(outputs).as_posix(), "sha256": sha, "size": len(data)}
+                ArtifactRef(name=path.relative_to(outputs).as_posix(), sha256=sha, size=len(data))
             )
         return found

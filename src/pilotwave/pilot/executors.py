@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -33,6 +34,7 @@ class Outcome:
     cpu_s: float | None = None
     max_rss_mb: float | None = None
     killed: bool = False
+    reason: str | None = None  # protocol.Reason of a succeeded job (``pruned``)
 
 
 def _killpg(pid: int) -> None:
@@ -78,6 +80,7 @@ class Worker:
             )
         child.close()
         self.conn = Connection(os.dup(parent.fileno()))
+        self._send_lock = threading.Lock()
         parent.close()
 
     def log_size(self) -> int:
@@ -89,11 +92,22 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, msg: dict[str, Any]) -> Outcome:
-        """Send a job and wait for its reply; a dead worker gives a failed outcome."""
+    def run(
+        self, msg: dict[str, Any], on_note: Callable[[dict[str, Any]], None] | None = None
+    ) -> Outcome:
+        """Send a job and wait for its reply; a dead worker gives a failed outcome.
+
+        A workflow driver sends notes before its reply (``protocol.DriverNote``): each is
+        passed to ``on_note`` as it arrives; ``send`` answers them.
+        """
         try:
-            self.conn.send(msg)
-            reply = self.conn.recv()
+            self.send(msg)
+            while True:
+                reply = self.conn.recv()
+                if "note" not in reply:
+                    break
+                if on_note is not None:
+                    on_note(reply)
         except (EOFError, OSError, BrokenPipeError):
             code = self.proc.wait()
             return Outcome(
@@ -107,9 +121,18 @@ class Worker:
             result=reply.get("result"),
             error=reply.get("error"),
             retryable=reply.get("retryable", True),
+            reason=reply.get("reason"),
             cpu_s=reply.get("cpu_s"),
             max_rss_mb=reply.get("max_rss_mb"),
         )
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Send a message to the worker (from any thread; a dead worker ignores it)."""
+        with self._send_lock:
+            try:
+                self.conn.send(msg)
+            except OSError:
+                pass
 
     def kill(self) -> None:
         _killpg(self.proc.pid)
@@ -129,27 +152,59 @@ class Worker:
 
 
 class WorkerPool:
-    """Idle workers by key, reused by later jobs of the same sandbox and GPU set."""
+    """Idle workers by key, reused by later jobs of the same sandbox and GPU set.
 
-    def __init__(self, workdir: Path, max_idle: int) -> None:
+    A job that needs a fresh process (a workflow driver, an ``isolate=True`` job) takes a
+    *spare*: a worker started for its key when the last fresh one was taken, which has
+    imported what every worker imports but run nothing yet.  So the drivers of a workflow's
+    children start in milliseconds, not the fraction of a second a Python process takes to
+    start.  Spares are kept only for keys that needed a fresh process before.
+    """
+
+    def __init__(self, workdir: Path, max_idle: int, max_spares: int = 2) -> None:
         self.workdir = workdir
         self.max_idle = max_idle
+        self.max_spares = max_spares
         self._idle: OrderedDict[int, Worker] = OrderedDict()
+        self._spares: OrderedDict[tuple[Any, ...], Worker] = OrderedDict()
+        self._fresh_keys: set[tuple[Any, ...]] = set()  # keys that took a fresh process
         self._lock = threading.Lock()
 
     def acquire(
         self, key: tuple[Any, ...], sandbox: Path | None, env: dict[str, str], fresh: bool
     ) -> Worker:
-        if not fresh:
-            with self._lock:
-                for wid, w in self._idle.items():
-                    if w.key == key:
-                        del self._idle[wid]
-                        if w.alive():
-                            return w
-                        w.stop()
-                        break
+        if fresh:
+            return self._fresh(key, sandbox, env)
+        with self._lock:
+            for wid, w in self._idle.items():
+                if w.key == key:
+                    del self._idle[wid]
+                    if w.alive():
+                        return w
+                    w.stop()
+                    break
         return Worker(key, self.workdir, sandbox, env)
+
+    def _fresh(self, key: tuple[Any, ...], sandbox: Path | None, env: dict[str, str]) -> Worker:
+        with self._lock:
+            spare = self._spares.pop(key, None)
+            again = key in self._fresh_keys
+            self._fresh_keys.add(key)
+        if spare is not None and not spare.alive():
+            spare.stop()
+            spare = None
+        worker = spare or Worker(key, self.workdir, sandbox, env)
+        if not again:
+            return worker
+        replacement = Worker(key, self.workdir, sandbox, env)  # starts while this one runs
+        dropped = []
+        with self._lock:
+            self._spares[key] = replacement
+            while len(self._spares) > self.max_spares:
+                dropped.append(self._spares.popitem(last=False)[1])
+        for w in dropped:
+            w.stop()
+        return worker
 
     def release(self, worker: Worker, reusable: bool) -> None:
         if not reusable or not worker.alive() or worker.log_size() > WORKER_LOG_ROTATE_BYTES:
@@ -166,8 +221,9 @@ class WorkerPool:
 
     def shutdown(self) -> None:
         with self._lock:
-            workers = list(self._idle.values())
+            workers = [*self._idle.values(), *self._spares.values()]
             self._idle.clear()
+            self._spares.clear()
         for w in workers:
             w.stop()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import codecs
 import threading
 from pathlib import Path
-from typing import Any
 
-MAX_CHUNK = 256 * 1024
+from pilotwave.protocol import LogChunk
+from pilotwave.protocol.limits import LOG_CHUNK_BYTES
 
 
 class LogTail:
@@ -25,7 +25,7 @@ class LogTail:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.tail = ""  # the last few KB, for shell results
 
-    def read(self, final: bool = False, limit: int | None = MAX_CHUNK) -> dict[str, Any] | None:
+    def read(self, final: bool = False, limit: int | None = LOG_CHUNK_BYTES) -> LogChunk | None:
         """The next chunk as a log message (``pos`` relative to the attempt's output), or ``None``."""
         try:
             with open(self.path, "rb") as f:
@@ -42,15 +42,11 @@ class LogTail:
             self.tail = (self.tail + text)[-4096:]
         if not text:
             return None
-        return {
-            "job_id": self.job_id,
-            "attempt": self.attempt,
-            "pos": pos,
-            "data": text,
-            "nbytes": len(data),
-        }
+        return LogChunk(
+            job_id=self.job_id, attempt=self.attempt, pos=pos, data=text, nbytes=len(data)
+        )
 
-    def rewind(self, chunk: dict[str, Any]) -> None:
+    def rewind(self, chunk: LogChunk) -> None:
         """Un-read a chunk the server did not get, so the next read sends it again."""
-        self.pos = self.start + chunk["pos"]
+        self.pos = self.start + chunk.pos
         self._decoder.reset()

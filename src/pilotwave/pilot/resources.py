@@ -5,19 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 
 import psutil
 
-
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int
-    model: str
-    memory_mb: int
-
-    def as_json(self) -> dict[str, object]:
-        return {"index": self.index, "model": self.model, "memory_mb": self.memory_mb}
+from pilotwave.protocol import Gpu
 
 
 def cores() -> int:
@@ -31,7 +22,7 @@ def memory_mb() -> int:
     return int(psutil.virtual_memory().total // (1024 * 1024))
 
 
-def detect_gpus() -> list[GpuInfo]:
+def detect_gpus() -> list[Gpu]:
     """GPUs from ``nvidia-smi``, limited to ``CUDA_VISIBLE_DEVICES`` if the pilot itself was given a subset."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -51,7 +42,7 @@ def detect_gpus() -> list[GpuInfo]:
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 3 and parts[0].isdigit():
             mem = int(float(parts[2])) if parts[2].replace(".", "").isdigit() else 0
-            gpus.append(GpuInfo(int(parts[0]), parts[1], mem))
+            gpus.append(Gpu(index=int(parts[0]), model=parts[1], memory_mb=mem))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         allowed = {int(v) for v in visible.split(",") if v.strip().isdigit()}
@@ -59,11 +50,11 @@ def detect_gpus() -> list[GpuInfo]:
     return gpus
 
 
-def parse_gpu(spec: str, index: int) -> GpuInfo:
+def parse_gpu(spec: str, index: int) -> Gpu:
     """``MODEL[:MEMORY_MB]`` as given on the command line (``--gpu A100:40960``)."""
     model, _, mem = spec.partition(":")
     if not model:
         raise ValueError(f"invalid --gpu {spec!r}: expected MODEL[:MEMORY_MB]")
     if mem and not mem.isdigit():
         raise ValueError(f"invalid --gpu {spec!r}: memory must be an integer number of MB")
-    return GpuInfo(index, model, int(mem or 0))
+    return Gpu(index=index, model=model, memory_mb=int(mem or 0))

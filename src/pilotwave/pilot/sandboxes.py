@@ -8,8 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from pilotwave.errors import SandboxError
 from pilotwave.sdk import sandbox
-from pilotwave.sdk.errors import SandboxError
 
 
 class SandboxCache:

@@ -2,14 +2,11 @@
 
 Started by the pilot as ``python -m pilotwave.pilot.worker FD`` with stdout and stderr
 going to a log file the pilot tails; job messages and replies travel over the socket FD.
-Kept imports here are minimal so a fresh worker starts fast.
 """
 
 from __future__ import annotations
 
 import ctypes
-import importlib
-import importlib.util
 import json
 import os
 import resource
@@ -23,6 +20,14 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from pilotwave.errors import Pruned
+from pilotwave.protocol import FUNCTION, Limits, Reason
+from pilotwave.sdk.context import JobContext, set_current
+from pilotwave.sdk.driver import PilotLink, driver_may_retry, run_driver
+from pilotwave.sdk.jobs import JobFunction, Resources
+from pilotwave.sdk.refs import resolve, resolve_object
+from pilotwave.sdk.workflows import WorkflowFunction, WorkflowOptions
 
 _libc: Any = None
 
@@ -52,36 +57,29 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def resolve(ref: dict[str, Any]) -> Any:
-    """Import the function a job names: ``module:qualname``, or a script path for ``__main__``."""
-    obj = resolve_object(ref)
-    return getattr(obj, "fn", obj)  # a @pw.job or @pw.workflow wrapper: call the plain function
+def decode(value: Any) -> Any:
+    """Turn function references in arguments back into decorated functions, options and all."""
+    if isinstance(value, dict):
+        if len(value) == 1 and FUNCTION in value:
+            return _function(value[FUNCTION])
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
 
 
-def resolve_object(ref: dict[str, Any]) -> Any:
-    """The object a reference names, as defined (a decorated function stays decorated)."""
-    if ref.get("module"):
-        obj: Any = importlib.import_module(ref["module"])
-    else:
-        path = Path(ref["path"]).resolve()
-        name = "__pw_main__" + str(abs(hash(str(path))))
-        obj = sys.modules.get(name)
-        if obj is None:
-            spec = importlib.util.spec_from_file_location(name, path)
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {path}")
-            obj = importlib.util.module_from_spec(spec)
-            obj.__pw_ref_path__ = ref["path"]  # so its functions can be referenced again
-            sys.modules[name] = obj
-            spec.loader.exec_module(obj)
-    for part in ref["qualname"].split("."):
-        obj = getattr(obj, part)
-    return obj
+def _function(ref: dict[str, Any]) -> Any:
+    obj = resolve_object(ref["ref"])
+    fn = getattr(obj, "fn", obj)
+    options = dict(ref.get("options") or {})
+    if "labels" in options:
+        options["labels"] = tuple(options["labels"])
+    if ref["kind"] == "workflow":
+        return WorkflowFunction(fn, WorkflowOptions(**options))
+    return JobFunction(fn, Resources(**options))
 
 
-def run_job(msg: dict[str, Any]) -> dict[str, Any]:
-    from pilotwave.sdk.context import JobContext, set_current
-
+def run_job(msg: dict[str, Any], link: PilotLink | None = None) -> dict[str, Any]:
     ctx = JobContext(
         msg["job_id"],
         msg["attempt"],
@@ -116,32 +114,17 @@ def run_job(msg: dict[str, Any]) -> dict[str, Any]:
         try:
             args, kwargs = msg["args"], msg["kwargs"]
             if msg.get("decode"):
-                from pilotwave.sdk.args import decode
-
                 args, kwargs = decode(args), decode(kwargs)
-            if driver is not None:
-                from pilotwave.sdk.driver import run_driver
-
-                value = run_driver(fn, kwargs, driver)
-            else:
-                value = fn(*args, **kwargs)
-        except (
-            BaseException
-        ) as exc:  # SystemExit and KeyboardInterrupt in user code fail the job, not the worker
-            if type(exc).__name__ == "Pruned" and type(exc).__module__ == "pilotwave.sdk.reports":
-                # Stopped early on its driver's answer: it ends, it did not fail.
-                sys.stderr.write(f"pruned: {exc}\n")
-                return {
-                    "ok": True,
-                    "result": json.dumps({"$pw_pruned": getattr(exc, "step", None)}),
-                }
+            value = (
+                run_driver(fn, kwargs, driver, link) if driver is not None else fn(*args, **kwargs)
+            )
+        except Pruned as exc:  # stopped early on its driver's answer: it ends, it did not fail
+            sys.stderr.write(f"pruned: {exc}\n")
+            return {"ok": True, "result": json.dumps({"pruned": exc.step}), "reason": Reason.PRUNED}
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt in user code: fail the job
             tb = traceback.format_exc()
             sys.stderr.write(tb)
-            retryable = True
-            if driver is not None:
-                from pilotwave.sdk.driver import driver_may_retry
-
-                retryable = driver_may_retry(exc)
+            retryable = driver_may_retry(exc) if driver is not None else True
             return {"ok": False, "error": tb, "retryable": retryable}
         try:
             text = json.dumps(value, default=_json_default)
@@ -152,13 +135,10 @@ def run_job(msg: dict[str, Any]) -> dict[str, Any]:
             )
             sys.stderr.write(err + "\n")
             return {"ok": False, "error": err, "retryable": False}
-        if len(text) > msg["max_result_bytes"]:
-            err = (
-                f"ResultError: the result is {len(text)} bytes, over the limit of {msg['max_result_bytes']}; "
-                "write large outputs to pw.outputs() and return their names"
-            )
-            sys.stderr.write(err + "\n")
-            return {"ok": False, "error": err, "retryable": False}
+        too_large = Limits(max_result_bytes=msg["max_result_bytes"]).result_too_large(len(text))
+        if too_large is not None:
+            sys.stderr.write(too_large + "\n")
+            return {"ok": False, "error": too_large, "retryable": False}
         return {"ok": True, "result": text}
     finally:
         _flush()
@@ -205,7 +185,7 @@ def main(fd: int) -> None:
         if msg.get("op") == "exit":
             return
         t0 = time.perf_counter()
-        reply = run_job(msg)
+        reply = run_job(msg, PilotLink(conn.send, conn.recv))
         reply["cpu_s"] = msg.get("_cpu_s")
         reply["max_rss_mb"] = msg.get("_rss_mb")
         reply["wall_s"] = time.perf_counter() - t0

@@ -13,11 +13,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from pilotwave.errors import PilotwaveError
 from pilotwave.sdk import config
 from pilotwave.sdk.client import Client
-from pilotwave.sdk.errors import PilotwaveError
+from pilotwave.sdk.records import Pilot
 
 
 class StartError(PilotwaveError):
@@ -168,9 +168,7 @@ class LocalCluster:
             self._client = Client(self.url, self.admin_token)
         return self._client
 
-    def wait_for_pilots(
-        self, n: int | None = None, timeout_s: float = 60.0
-    ) -> list[dict[str, Any]]:
+    def wait_for_pilots(self, n: int | None = None, timeout_s: float = 60.0) -> list[Pilot]:
         """Block until ``n`` pilots (default: all started) are registered and active."""
         n = len(self.pilots) if n is None else n
         deadline = time.monotonic() + timeout_s

@@ -1,10 +1,10 @@
 """How job and workflow arguments travel: futures become dependencies, functions become references.
 
 A ``Future`` (or a workflow ``Run``) passed as an argument, also inside lists and dicts, is
-sent as ``{"$pw_future": id}``: the server holds the job until that one succeeds and puts
-its result there.  A ``@pw.job`` or ``@pw.workflow`` function is sent as
+sent as ``{"$pw_future": id}`` (``protocol.FUTURE``): the server holds the job until that one
+succeeds and puts its result there.  A ``@pw.job`` or ``@pw.workflow`` function is sent as
 ``{"$pw_function": {...}}`` and arrives as the same decorated function, with its options,
-ready to call or submit.
+ready to call or submit (the pilot's worker turns it back).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FUTURE = "$pw_future"
-FUNCTION = "$pw_function"
+from pilotwave.protocol import FUNCTION, FUTURE
+from pilotwave.sdk.futures import Future, Run
 
 
 @dataclass
@@ -31,10 +31,6 @@ def encode(value: Any) -> Encoded:
 
 
 def _encode(value: Any, out: Encoded) -> Any:
-    from pilotwave.sdk.futures import Future
-    from pilotwave.sdk.jobs import JobFunction
-    from pilotwave.sdk.workflows import Run, WorkflowFunction
-
     if isinstance(value, Run):
         value = value.future
     if isinstance(value, Future):
@@ -42,11 +38,11 @@ def _encode(value: Any, out: Encoded) -> Any:
             return value.result()
         out.upstream.append(value.id)
         return {FUTURE: value.id}
-    if isinstance(value, (JobFunction, WorkflowFunction)):
+    kind = getattr(value, "pw_kind", None)  # a @pw.job or @pw.workflow function
+    if kind in ("job", "workflow"):
         ref = value.ref
         if ref.root is not None:
             out.roots.add(ref.root)
-        kind = "job" if isinstance(value, JobFunction) else "workflow"
         return {FUNCTION: {"kind": kind, "ref": ref.as_json(), "options": value.options_json()}}
     if isinstance(value, dict):
         return {k: _encode(v, out) for k, v in value.items()}
@@ -66,9 +62,6 @@ def local_args(args: Any, kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, 
 
 
 def _local(value: Any) -> Any:
-    from pilotwave.sdk.futures import Future
-    from pilotwave.sdk.workflows import Run
-
     if isinstance(value, (Future, Run)):
         return value.result()
     if isinstance(value, dict):
@@ -76,29 +69,3 @@ def _local(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_local(v) for v in value]
     return value
-
-
-def decode(value: Any) -> Any:
-    """Turn function references back into decorated functions (on the pilot)."""
-    if isinstance(value, dict):
-        if len(value) == 1 and FUNCTION in value:
-            return _function(value[FUNCTION])
-        return {k: decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    return value
-
-
-def _function(ref: dict[str, Any]) -> Any:
-    from pilotwave.pilot.worker import resolve_object
-    from pilotwave.sdk.jobs import JobFunction, Resources
-    from pilotwave.sdk.workflows import WorkflowFunction, WorkflowOptions
-
-    obj = resolve_object(ref["ref"])
-    fn = getattr(obj, "fn", obj)
-    options = dict(ref.get("options") or {})
-    if "labels" in options:
-        options["labels"] = tuple(options["labels"])
-    if ref["kind"] == "workflow":
-        return WorkflowFunction(fn, WorkflowOptions(**options))
-    return JobFunction(fn, Resources(**options))

@@ -8,8 +8,19 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pilotwave.protocol.wire import id_ranges
 from pilotwave.sdk import config, sandbox
 from pilotwave.sdk.http import Http
+from pilotwave.sdk.records import (
+    Artifact,
+    Event,
+    Job,
+    JobRow,
+    LogPiece,
+    Pilot,
+    WorkflowInfo,
+    WorkflowStatus,
+)
 
 SUBMIT_BATCH = 1000
 
@@ -67,7 +78,8 @@ class Client:
             ids += self.http.post("/api/v1/jobs", {"jobs": list(jobs[i : i + SUBMIT_BATCH])})["ids"]
         return ids
 
-    def job(self, job_id: int, wait_s: float = 0.0) -> dict[str, Any]:
+    def job(self, job_id: int, wait_s: float = 0.0) -> Job:
+        """One job with its attempts; with ``wait_s``, once it is final (or the time is up)."""
         params = {"wait": wait_s} if wait_s else None
         return self.http.get(f"/api/v1/jobs/{job_id}", params=params, wait_s=wait_s)
 
@@ -78,7 +90,8 @@ class Client:
         queue: str | None = None,
         ids: Iterable[int] = (),
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JobRow]:
+        """Jobs, newest first."""
         params: dict[str, Any] = {"limit": limit, "state": list(state), "ids": list(ids)}
         if queue:
             params["queue"] = queue
@@ -87,7 +100,9 @@ class Client:
     def summary(self) -> dict[str, int]:
         return self.http.get("/api/v1/jobs/summary")["counts"]
 
-    def watch(self, ids: Iterable[int], timeout_s: float) -> Iterator[dict[int, dict[str, Any]]]:
+    def watch(
+        self, ids: Iterable[int], timeout_s: float
+    ) -> Generator[dict[int, dict[str, Any]], None, None]:
         """Yield batches ``{id: {state, result, error}}`` as the jobs become final, for up to ``timeout_s``.
 
         One streaming request for any number of jobs; a dropped connection raises
@@ -98,45 +113,20 @@ class Client:
             if "done" in line:
                 yield {int(k): v for k, v in line["done"].items()}
 
-    def watch_events(
-        self, ids: Iterable[int], timeout_s: float, reports_after: dict[int, int]
-    ) -> Generator[tuple[dict[int, dict[str, Any]], list[list[Any]]], None, None]:
-        """Like ``watch``, also yielding the jobs' new intermediate reports (after each job's cursor)."""
-        body = {
-            "ranges": id_ranges(ids),
-            "timeout_s": timeout_s,
-            "reports_after": {str(k): v for k, v in reports_after.items()},
-        }
-        for line in self.http.stream_lines("POST", "/api/v1/jobs/watch", body, wait_s=timeout_s):
-            if "done" in line or "reports" in line:
-                done = {int(k): v for k, v in line.get("done", {}).items()}
-                yield done, line.get("reports", [])
-
     def job_reports(self, job_id: int) -> list[dict[str, Any]]:
         """The intermediate values a job reported (``pw.report``), with its driver's answers."""
         return self.http.get(f"/api/v1/jobs/{job_id}/reports")["reports"]
 
-    def report(
-        self, job_id: int, attempt: int, step: int, value: float, wait_s: float
-    ) -> dict[str, Any]:
-        """Report an intermediate value for a running attempt (with that attempt's token)."""
-        body = {"attempt": attempt, "step": step, "value": value, "wait_s": wait_s}
-        return self.http.post(f"/api/v1/jobs/{job_id}/reports", body, wait_s=wait_s)
-
-    def decide(self, answers: dict[int, bool]) -> int:
-        """A driver answers reports: ``{report id: stop}``."""
-        body = {"answers": {str(k): v for k, v in answers.items()}}
-        return int(self.http.post("/api/v1/jobs/decisions", body)["answered"])
-
     def cancel(self, ids: Sequence[int]) -> list[int]:
         return self.http.post("/api/v1/jobs/cancel", {"ids": list(ids)})["cancelled"]
 
-    def events(self, job_id: int) -> list[dict[str, Any]]:
+    def events(self, job_id: int) -> list[Event]:
+        """The job's story: every transition, oldest first."""
         return self.http.get(f"/api/v1/jobs/{job_id}/events")["events"]
 
     def logs(
         self, job_id: int, *, follow: bool = False, wait_s: float = 30.0
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[LogPiece]:
         """Yield log chunks (``attempt``, ``pos``, ``data``); with ``follow``, until the job is final."""
         attempt, pos = 0, -1
         while True:
@@ -151,7 +141,7 @@ class Client:
             ):
                 return
 
-    def artifacts(self, job_id: int) -> list[dict[str, Any]]:
+    def artifacts(self, job_id: int) -> list[Artifact]:
         return self.http.get(f"/api/v1/jobs/{job_id}/artifacts")["artifacts"]
 
     def artifact(self, job_id: int, name: str) -> bytes:
@@ -176,39 +166,26 @@ class Client:
         """Start a workflow from a REST body; returns ``{"id", "driver_job_id"}``."""
         return self.http.post("/api/v1/workflows", body)
 
-    def workflow(self, workflow_id: int) -> dict[str, Any]:
+    def workflow(self, workflow_id: int) -> WorkflowStatus:
         """Status: state, counts over the whole tree, jobs and nested workflows."""
         return self.http.get(f"/api/v1/workflows/{workflow_id}")
 
     def workflows(
         self, *, state: Iterable[str] = (), nested: bool = False, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[WorkflowInfo]:
         params = {"state": list(state), "nested": nested, "limit": limit}
         return self.http.get("/api/v1/workflows", params=params)["workflows"]
 
-    def workflow_events(self, workflow_id: int) -> list[dict[str, Any]]:
+    def workflow_events(self, workflow_id: int) -> list[Event]:
         return self.http.get(f"/api/v1/workflows/{workflow_id}/events")["events"]
 
     def workflow_op(self, workflow_id: int, op: str) -> dict[str, Any]:
         """``cancel``, ``suspend``, ``resume`` or ``retry``."""
         return self.http.post(f"/api/v1/workflows/{workflow_id}/{op}", {})
 
-    def command_log(self, workflow_id: int) -> dict[str, Any]:
-        return self.http.get(f"/api/v1/workflows/{workflow_id}/commands")
-
-    def set_progress(self, workflow_id: int, progress: dict[str, Any]) -> None:
-        """A driver publishes its progress, shown by ``pilotwave status`` and ``--wait``."""
-        self.http.request(
-            "PUT", f"/api/v1/workflows/{workflow_id}/progress", json_body={"progress": progress}
-        )
-
-    def record_commands(self, workflow_id: int, cmds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        body = {"commands": cmds}
-        return self.http.post(f"/api/v1/workflows/{workflow_id}/commands", body)["outcomes"]
-
     # -- pilots, users, tokens -------------------------------------------------------
 
-    def pilots(self) -> list[dict[str, Any]]:
+    def pilots(self) -> list[Pilot]:
         return self.http.get("/api/v1/pilots")["pilots"]
 
     def whoami(self) -> dict[str, Any]:
@@ -231,17 +208,6 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return self.http.get("/api/v1/health")
-
-
-def id_ranges(ids: Iterable[int]) -> list[list[int]]:
-    """Sorted, de-duplicated ids as inclusive ``[first, last]`` runs: ``[1,2,3,7] -> [[1,3],[7,7]]``."""
-    ranges: list[list[int]] = []
-    for i in sorted(set(ids)):
-        if ranges and ranges[-1][1] == i - 1:
-            ranges[-1][1] = i
-        else:
-            ranges.append([i, i])
-    return ranges
 
 
 _default: Client | None = None

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pilotwave.sdk.errors import ConfigError
+from pilotwave.errors import ConfigError
 
 
 def home() -> Path:

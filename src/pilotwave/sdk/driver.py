@@ -12,25 +12,33 @@ after another, so the same code is easy to test.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
+import os
 import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any, Literal, TypeVar
 
-from pilotwave.sdk.client import Client
-from pilotwave.sdk.errors import (
+from pilotwave.errors import (
     ApiError,
     Conflict,
+    JobCancelled,
+    JobFailed,
     NonDeterminismError,
+    NotInWorkflow,
     ServerUnreachable,
     Unauthorized,
 )
+from pilotwave.protocol import Recorded, Step, Wait, decide, fingerprint
+from pilotwave.protocol.wire import DriverNote, id_ranges, wait_json
+from pilotwave.sdk.client import Client
+from pilotwave.sdk.futures import Future, Run
 
 _STREAM_S = 300.0
+T = TypeVar("T")
 FLUSH_OBSERVES = 500  # send buffered observations once this many pile up
 
 _stack: list[DriverContext | LocalContext] = []
@@ -62,7 +70,7 @@ def seed() -> int:
     """
     ctx = current()
     if ctx is None:
-        raise RuntimeError("pw.seed() is only available inside a @pw.workflow function")
+        raise NotInWorkflow("pw.seed() is only available inside a @pw.workflow function")
     return ctx.seed
 
 
@@ -87,16 +95,8 @@ def now() -> float:
     return time.time()
 
 
-def fingerprint(material: Any) -> str:
-    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def resolve_value(value: Any) -> Any:
     """A workflow may return a future or a run: its result is the workflow's result."""
-    from pilotwave.sdk.futures import Future
-    from pilotwave.sdk.workflows import Run
-
     if isinstance(value, (Future, Run)):
         return value.result()
     return value
@@ -105,15 +105,83 @@ def resolve_value(value: Any) -> Any:
 # -- on a pilot ------------------------------------------------------------------------
 
 
+class PilotLink:
+    """The pipe to the pilot that runs this driver.  Before the driver blocks on the jobs it
+    observes it says so (the pilot may then park it, giving its driver slot to another
+    workflow); before it goes on it asks, and the pilot answers once it holds a slot again."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None], recv: Callable[[], Any]) -> None:
+        self.send, self.recv = send, recv
+
+    def waits(self, wait: Wait) -> None:
+        self.send({"note": DriverNote.WAITS, "wait": wait_json(wait)})
+
+    def go(self) -> None:
+        self.send({"note": DriverNote.ASKS})
+        reply = self.recv()
+        if not (isinstance(reply, dict) and reply.get("go")):
+            raise RuntimeError(f"the pilot answered {reply!r} to a driver asking to go on")
+
+
+class DriverApi:
+    """The calls only a workflow's driver makes, with its attempt's token (not a user's API)."""
+
+    def __init__(self, client: Client) -> None:
+        self.http = client.http
+
+    def command_log(self, workflow_id: int) -> dict[str, Any]:
+        """Its record: commands in order, and the final state of each job it observed."""
+        return self.http.get(f"/api/v1/workflows/{workflow_id}/commands")
+
+    def record(self, workflow_id: int, cmds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run and record commands in order (recorded ones replay); their outcomes."""
+        body = {"commands": cmds}
+        return self.http.post(f"/api/v1/workflows/{workflow_id}/commands", body)["outcomes"]
+
+    def progress(self, workflow_id: int, progress: dict[str, Any]) -> None:
+        """Publish progress, shown by ``pilotwave status`` and ``--wait``."""
+        self.http.request(
+            "PUT", f"/api/v1/workflows/{workflow_id}/progress", json_body={"progress": progress}
+        )
+
+    def decide(self, answers: dict[int, bool]) -> int:
+        """Answer reports of its jobs: ``{report id: stop}``."""
+        body = {"answers": {str(k): v for k, v in answers.items()}}
+        return int(self.http.post("/api/v1/jobs/decisions", body)["answered"])
+
+    def watch_events(
+        self, ids: Sequence[int], timeout_s: float, reports_after: dict[int, int]
+    ) -> Generator[tuple[dict[int, dict[str, Any]], list[list[Any]]], None, None]:
+        """Like ``Client.watch``, also yielding the jobs' new intermediate reports (after each
+        job's cursor)."""
+        body = {
+            "ranges": id_ranges(ids),
+            "timeout_s": timeout_s,
+            "reports_after": {str(k): v for k, v in reports_after.items()},
+        }
+        for line in self.http.stream_lines("POST", "/api/v1/jobs/watch", body, wait_s=timeout_s):
+            if "done" in line or "reports" in line:
+                done = {int(k): v for k, v in line.get("done", {}).items()}
+                yield done, line.get("reports", [])
+
+
 class DriverContext:
     """The durable run of a workflow's driver: commands recorded by the server, replayed on re-runs."""
 
-    def __init__(self, client: Client, workflow_id: int, seed: int) -> None:
+    def __init__(
+        self,
+        client: Client,
+        workflow_id: int,
+        seed: int,
+        link: PilotLink | None = None,
+    ) -> None:
         self.client = client
+        self.api = DriverApi(client)
+        self.link = link
         self.workflow_id = workflow_id
         self.seed = seed
-        data = client.command_log(workflow_id)
-        self.log: dict[int, dict[str, Any]] = {c["seq"]: c for c in data["commands"]}
+        data = self.api.command_log(workflow_id)
+        self.log = {c["seq"]: Recorded.from_json(c) for c in data["commands"]}
         self.results: dict[int, dict[str, Any]] = {int(k): v for k, v in data["results"].items()}
         self.seq = 0
         self.buffer: list[dict[str, Any]] = []
@@ -124,18 +192,12 @@ class DriverContext:
         self.progress_sent = 0.0
 
     def _recorded(self, seq: int, kind: str, call: str, fp: str) -> dict[str, Any] | None:
+        """The recorded outcome when this step replays, ``None`` when it goes live."""
         rec = self.log.get(seq)
-        if rec is None or rec["stale"]:
-            return None
-        if rec["fingerprint"] != fp or rec["kind"] != kind:
-            raise NonDeterminismError(
-                f"workflow {self.workflow_id} is not deterministic: step {seq} was "
-                f"{rec['call']} (fingerprint {rec['fingerprint'][:12]}) when it first ran, and is "
-                f"{call} (fingerprint {fp[:12]}) on replay. A workflow must make the same calls "
-                "given the same results: draw random numbers from pw.seed(), and do not branch "
-                "on the clock, the environment or files that change"
-            )
-        return dict(rec["outcome"])
+        if decide(self.workflow_id, seq, kind, call, fp, rec) is Step.REPLAY:
+            assert rec is not None
+            return dict(rec.outcome)
+        return None  # recorded by the server (it adopts or truncates a cut record)
 
     def submit(self, call: str, material: Any, payload: dict[str, Any]) -> dict[str, Any]:
         """Run a submit command (``payload`` holds ``jobs`` or ``workflow``); returns its outcome."""
@@ -146,7 +208,7 @@ class DriverContext:
             if rec is not None:
                 return rec
             cmd = {"seq": seq, "kind": "submit", "call": call, "fingerprint": fp, **payload}
-            outcomes = self.client.record_commands(self.workflow_id, [*self.buffer, cmd])
+            outcomes = self.api.record(self.workflow_id, [*self.buffer, cmd])
             self.buffer = []
             return outcomes[-1]
 
@@ -165,7 +227,7 @@ class DriverContext:
                 {"seq": seq, "kind": "observe", "call": call, "fingerprint": fp, "observed": seen}
             )
             if len(self.buffer) >= FLUSH_OBSERVES:
-                self.client.record_commands(self.workflow_id, self.buffer)
+                self.api.record(self.workflow_id, self.buffer)
                 self.buffer = []
             return seen
 
@@ -205,7 +267,7 @@ class DriverContext:
                     }
                 )
                 if len(self.buffer) >= FLUSH_OBSERVES:
-                    self.client.record_commands(self.workflow_id, self.buffer)
+                    self.api.record(self.workflow_id, self.buffer)
                     self.buffer = []
             for r in rows:
                 self.cursors[r[1]] = max(self.cursors.get(r[1], 0), r[0])
@@ -224,10 +286,16 @@ class DriverContext:
                 return [], []
             asked = True
             try:
-                stream = self.client.watch_events(ids, max(0.0, min(remaining, _STREAM_S)), after)
-                for done, rows in stream:
-                    self.results.update(done)
+                stream = self.api.watch_events(ids, max(0.0, min(remaining, _STREAM_S)), after)
+                try:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    wait = Wait(ids=id_ranges(ids), mode="any", reports=after, timeout_s=left)
+                    got = self.blocking(functools.partial(next, stream, None), wait)
+                finally:
                     stream.close()  # one batch is one step
+                if got is not None:
+                    done, rows = got
+                    self.results.update(done)
                     return sorted(done), rows
             except ServerUnreachable:
                 time.sleep(retry)  # the server is restarting
@@ -248,19 +316,34 @@ class DriverContext:
         """Send what waits to go out before the driver blocks: answers and progress."""
         if self.answers:
             answers, self.answers = self.answers, {}
-            self.client.decide(answers)
+            self.api.decide(answers)
         if self.progress_due is not None:
             data, self.progress_due = self.progress_due, None
-            self.client.set_progress(self.workflow_id, data)
+            self.api.progress(self.workflow_id, data)
             self.progress_sent = time.monotonic()
 
     def final_of(self, job_id: int) -> dict[str, Any] | None:
         return self.results.get(job_id)
 
+    def blocking(self, read: Callable[[], T], wait: Wait) -> T:
+        """``read()`` (which may block on the server), with the pilot told first: it may park
+        this driver while it waits; going on waits for the pilot's go-ahead."""
+        if self.link is None:
+            return read()
+        self.link.waits(wait)
+        try:
+            return read()
+        finally:
+            self.link.go()
+
     def watch(
-        self, ids: Sequence[int], timeout: float | None
+        self, ids: Sequence[int], timeout: float | None, mode: Literal["any", "all"] = "all"
     ) -> Iterator[dict[int, dict[str, Any]]]:
-        """Batches of jobs as they become final, until all are or ``timeout`` passes; survives restarts."""
+        """Batches of jobs as they become final, until all are or ``timeout`` passes; survives restarts.
+
+        ``mode`` says what the consumer waits for (one batch, ``any``, or ``all`` of them):
+        the pilot may park this driver on that wait.
+        """
         pending = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         retry, asked = 0.1, False
@@ -271,15 +354,25 @@ class DriverContext:
                 return
             asked = True  # a zero timeout still asks once for what is final already
             try:
-                for batch in self.client.watch(
-                    sorted(pending), max(0.0, min(remaining, _STREAM_S))
-                ):
-                    batch = {i: v for i, v in batch.items() if i in pending}
-                    if batch:
-                        self.results.update(batch)
-                        pending.difference_update(batch)
-                        yield batch
-                    retry = 0.1
+                stream = self.client.watch(sorted(pending), max(0.0, min(remaining, _STREAM_S)))
+                try:
+                    while pending:
+                        if remaining > 0:
+                            left = None if deadline is None else deadline - time.monotonic()
+                            wait = Wait(ids=id_ranges(pending), mode=mode, timeout_s=left)
+                            batch = self.blocking(functools.partial(next, stream, None), wait)
+                        else:
+                            batch = next(stream, None)
+                        if batch is None:
+                            break
+                        batch = {i: v for i, v in batch.items() if i in pending}
+                        if batch:
+                            self.results.update(batch)
+                            pending.difference_update(batch)
+                            yield batch
+                        retry = 0.1
+                finally:
+                    stream.close()
             except ServerUnreachable:
                 time.sleep(retry)  # the server is restarting
                 retry = min(retry * 2, 5.0)
@@ -287,6 +380,8 @@ class DriverContext:
 
 def driver_may_retry(exc: BaseException) -> bool:
     """A driver that failed because of the infrastructure is re-run; one whose code raised is not."""
+    if isinstance(exc, NonDeterminismError):  # its code, found out by the server
+        return False
     if isinstance(exc, (ServerUnreachable, Unauthorized, Conflict)):
         return True
     if isinstance(exc, ApiError):
@@ -294,11 +389,16 @@ def driver_may_retry(exc: BaseException) -> bool:
     return False
 
 
-def run_driver(fn: Callable[..., Any], kwargs: dict[str, Any], info: dict[str, Any]) -> Any:
+def run_driver(
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    info: dict[str, Any],
+    link: PilotLink | None = None,
+) -> Any:
     """Run a workflow function as the driver of workflow ``info["workflow_id"]`` (on a pilot)."""
     client = Client(info["server"], info["token"], retry_for_s=600.0)
     try:
-        ctx = DriverContext(client, int(info["workflow_id"]), int(info["seed"]))
+        ctx = DriverContext(client, int(info["workflow_id"]), int(info["seed"]), link)
         with _Active(ctx):
             value = resolve_value(fn(**kwargs))
         ctx.flush()  # the last progress
@@ -325,8 +425,6 @@ class LocalContext:
         self, fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
         """Run ``fn`` now; its outcome as the server would report it (a JSON round trip included)."""
-        from pilotwave.sdk.errors import JobCancelled, JobFailed
-
         try:
             value = resolve_value(fn(*args, **kwargs))
             return {"state": "succeeded", "result": json.loads(json.dumps(value)), "error": None}
@@ -336,8 +434,6 @@ class LocalContext:
             return {"state": "failed", "result": None, "error": traceback.format_exc()}
 
     def shell(self, argv: Sequence[str], env: dict[str, str], cwd: str | None) -> dict[str, Any]:
-        import os
-
         proc = subprocess.run(
             list(argv),
             cwd=cwd,

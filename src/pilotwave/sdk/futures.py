@@ -1,4 +1,5 @@
-"""Futures for submitted jobs, and waiting on many of them at once (long-polled, never sleep-polled)."""
+"""Futures for submitted jobs and runs of workflows, and waiting on many of them at once
+(long-polled, never sleep-polled)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from pilotwave.errors import (
+    JobCancelled,
+    JobFailed,
+    ServerUnreachable,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from pilotwave.protocol import FINAL_JOB_STATES, Reason
 from pilotwave.sdk.client import Client
-from pilotwave.sdk.errors import JobCancelled, JobFailed, ServerUnreachable
 
 if TYPE_CHECKING:
     from pilotwave.sdk.driver import DriverContext
 
-UPSTREAM_FAILED = "upstream_failed"
-
-FINAL = ("succeeded", "failed", "cancelled")
 FIRST_COMPLETED = "FIRST_COMPLETED"
 ALL_COMPLETED = "ALL_COMPLETED"
 _POLL_S = 30.0  # one long-poll for one job
@@ -66,13 +71,13 @@ class Future:
         return f"<Future job={self.id} {self.name} {state}>"
 
     def _settle(self, final: dict[str, Any]) -> None:
-        if final.get("state") in FINAL:
+        if final.get("state") in FINAL_JOB_STATES:
             self._final = final
 
     def _refresh(self, wait_s: float = 0.0) -> dict[str, Any] | None:
         if self._final is None:
             job = self.client.job(self.id, wait_s=wait_s)
-            self._settle(job)
+            self._settle(dict(job))
         return self._final
 
     def done(self) -> bool:
@@ -125,9 +130,76 @@ def _outcome(job_id: int, final: dict[str, Any], name: str) -> Any:
     error = final.get("error")
     if state == "succeeded":
         return final.get("result")
-    if state == "cancelled" and not (error or "").startswith(UPSTREAM_FAILED):
+    if state == "cancelled" and final.get("reason") != Reason.UPSTREAM_FAILED:
         raise JobCancelled(job_id, error)
     raise JobFailed(job_id, error, name)  # failed, or never ran because a job it needed failed
+
+
+class Run:
+    """A submitted workflow: ``id``, ``status()``, ``wait()``, ``result()``, ``cancel()`` and more.
+
+    Its ``future`` is the driver job: pass the run (or the future) to a job to have it wait
+    for the workflow's result.
+    """
+
+    def __init__(self, workflow_id: int, client: Client | None, name: str, future: Future) -> None:
+        self.id = workflow_id
+        self.client = client
+        self.name = name
+        self.future = future
+
+    def __repr__(self) -> str:
+        return f"<Run workflow={self.id} {self.name}>"
+
+    def _client(self) -> Client:
+        if self.client is None:
+            raise RuntimeError("this workflow ran locally; there is nothing to ask a server")
+        return self.client
+
+    def status(self) -> dict[str, Any]:
+        """State, job counts over the whole tree, the jobs, and nested workflows."""
+        if self.client is None:
+            fin = self.future._final or {}
+            return {"id": self.id, "name": self.name, "state": fin.get("state"), "counts": {}}
+        return dict(self._client().workflow(self.id))
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Wait until the workflow is final (or ``timeout`` s pass); returns its state."""
+        try:
+            self.future.exception(timeout)
+        except TimeoutError:
+            pass
+        fin = self.future._final
+        if fin is not None and fin.get("state") in FINAL_JOB_STATES:
+            return str(fin["state"])
+        return str(self.status()["state"])
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The workflow's return value; raises ``WorkflowFailed``/``WorkflowCancelled``."""
+        try:
+            return self.future.result(timeout)
+        except JobCancelled as exc:
+            raise WorkflowCancelled(self.id, self.future.id, exc.why) from None
+        except JobFailed as exc:
+            raise WorkflowFailed(self.id, self.future.id, exc.error, self.name) from None
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def cancel(self) -> int:
+        return int(self._client().workflow_op(self.id, "cancel")["cancelled"])
+
+    def suspend(self) -> dict[str, Any]:
+        return self._client().workflow_op(self.id, "suspend")
+
+    def resume(self) -> dict[str, Any]:
+        return self._client().workflow_op(self.id, "resume")
+
+    def retry(self) -> dict[str, Any]:
+        """Re-run a failed or cancelled workflow from where it stopped."""
+        out = self._client().workflow_op(self.id, "retry")
+        self.future._final = None
+        return out
 
 
 def as_completed(
@@ -189,7 +261,7 @@ def _driver_as_completed(
         nonlocal stream
         if stream is None:  # one watch for the whole loop, opened at the first live step
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            stream = drv.watch(list(pending), left)
+            stream = drv.watch(list(pending), left, mode="any")
         for batch in stream:
             return sorted(i for i in batch if i in pending)
         return []
@@ -217,7 +289,8 @@ def _driver_wait(
 
         def live() -> list[int]:
             seen: list[int] = []
-            for batch in drv.watch(list(pending), timeout):
+            mode: Literal["any", "all"] = "any" if return_when == FIRST_COMPLETED else "all"
+            for batch in drv.watch(list(pending), timeout, mode):
                 seen += sorted(batch)
                 if return_when == FIRST_COMPLETED:
                     break

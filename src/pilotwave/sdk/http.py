@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -11,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from pilotwave.sdk.errors import ApiError, NotFound, ServerUnreachable, api_error
+from pilotwave.errors import ApiError, NotFound, ServerUnreachable, api_error
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {502, 503, 504}
@@ -57,7 +58,7 @@ class Http:
         delay = 0.1
         timeout = httpx.Timeout(wait_s + 30.0, connect=10.0)
         headers = {"content-type": "application/json"} if json_body is not None else None
-        body = json.dumps(json_body, allow_nan=True).encode() if json_body is not None else content
+        body = _dumps(json_body) if json_body is not None else content
         while True:
             try:
                 resp = self._client.request(
@@ -82,7 +83,7 @@ class Http:
     def stream_lines(self, method: str, path: str, body: Any, wait_s: float) -> Iterator[Any]:
         """Send a request and yield the JSON lines of a streamed answer as they arrive."""
         timeout = httpx.Timeout(wait_s + 30.0, connect=10.0)
-        content = json.dumps(body).encode()
+        content = _dumps(body)
         headers = {"content-type": "application/json"}
         try:
             with self._client.stream(
@@ -117,12 +118,24 @@ class Http:
         return self.request("POST", path, json_body=body if body is not None else {}, **kw)
 
 
+def _record(obj: Any) -> Any:
+    """Protocol records (dataclasses) as JSON objects; json recurses into their fields."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body, allow_nan=True, default=_record).encode()
+
+
 def _error(resp: httpx.Response) -> ApiError:
+    name = None
     try:
         data = resp.json()
-        detail, field = data.get("detail", resp.text), data.get("field")
-    except ValueError:
+        detail, field, name = data.get("detail", resp.text), data.get("field"), data.get("error")
+    except (ValueError, AttributeError):
         detail, field = resp.text or resp.reason_phrase, None
     if not isinstance(detail, str):
         detail = json.dumps(detail)
-    return api_error(resp.status_code, detail, field)
+    return api_error(resp.status_code, detail, field, name if isinstance(name, str) else None)

@@ -6,56 +6,36 @@ import functools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from pilotwave.errors import JobCancelled, JobFailed
+from pilotwave.protocol import JobOptions, Reason
+from pilotwave.protocol.wire import JOB_OPTION_FIELDS, options_json
 from pilotwave.sdk import driver
 from pilotwave.sdk.args import encode, local_args
 from pilotwave.sdk.client import Client, default_client
-from pilotwave.sdk.errors import JobCancelled, JobFailed
-from pilotwave.sdk.futures import UPSTREAM_FAILED, Future
+from pilotwave.sdk.futures import Future
 from pilotwave.sdk.refs import FunctionRef, reference
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class Resources:
-    """Where and how a job runs; every field maps to the REST job spec."""
+@dataclass(frozen=True, kw_only=True)
+class Resources(JobOptions):
+    """Where and how a job runs (``protocol.JobOptions``), and the SDK's own options."""
 
-    cores: int = 1
-    memory_mb: int = 0
-    gpus: int = 0
-    gpu_model: str | None = None
-    gpu_memory_mb: int | None = None
-    walltime_s: float | None = None
-    max_attempts: int = 3
-    queue: str = "default"
-    labels: tuple[str, ...] = field(default=())
-    priority: int = 0
-    isolate: bool = False
     name: str | None = None
     decisions: bool = False  # pw.report() in the job waits for its workflow driver's answer
     sandbox: str | None = None  # a directory to ship and run in, instead of the function's tree
 
     def spec(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "cores": self.cores,
-            "memory_mb": self.memory_mb,
-            "gpus": self.gpus,
-            "max_attempts": self.max_attempts,
-            "queue": self.queue,
-            "labels": list(self.labels),
-            "priority": self.priority,
-            "isolate": self.isolate,
-        }
+        """The options as a job submission carries them."""
+        out = options_json(self, JOB_OPTION_FIELDS)
         if self.decisions:
             out["decisions"] = True
-        for k in ("gpu_model", "gpu_memory_mb", "walltime_s"):
-            if getattr(self, k) is not None:
-                out[k] = getattr(self, k)
         return out
 
 
@@ -72,6 +52,8 @@ def check_json(value: Any, what: str) -> None:
 
 class JobFunction(Generic[P, R]):
     """A function that runs locally when called and on a pilot when submitted."""
+
+    pw_kind = "job"  # how it travels as an argument (``args.encode``)
 
     def __init__(self, fn: Callable[P, R], resources: Resources) -> None:
         functools.update_wrapper(self, fn)
@@ -167,7 +149,12 @@ def _local_future(ctx: driver.LocalContext, name: str, run: Any) -> Future:
     try:
         final = run()
     except (JobFailed, JobCancelled) as exc:  # an argument was a future that failed
-        final = {"state": "cancelled", "result": None, "error": f"{UPSTREAM_FAILED}: {exc}"}
+        final = {
+            "state": "cancelled",
+            "result": None,
+            "error": str(exc),
+            "reason": Reason.UPSTREAM_FAILED,
+        }
     return Future(ctx.new_id(), None, name, final=final)
 
 
@@ -185,21 +172,7 @@ def source_root(own: Path | None, passed: set[Path], what: str) -> Path | None:
 @overload
 def job(fn: Callable[P, R], /) -> JobFunction[P, R]: ...
 @overload
-def job(
-    *,
-    cores: int = 1,
-    memory_mb: int = 0,
-    gpus: int = 0,
-    gpu_model: str | None = None,
-    gpu_memory_mb: int | None = None,
-    walltime_s: float | None = None,
-    max_attempts: int = 3,
-    queue: str = "default",
-    labels: Iterable[str] = (),
-    priority: int = 0,
-    isolate: bool = False,
-    name: str | None = None,
-) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
+def job(**options: Any) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
 
 
 def job(fn: Any = None, /, **options: Any) -> Any:
@@ -207,6 +180,10 @@ def job(fn: Any = None, /, **options: Any) -> Any:
 
     Calling the function still runs it here; ``.submit(...)`` runs it on a pilot, ``.map(xs)``
     runs one job per item.  Arguments and return values must be JSON-serializable.
+
+    Options (``pilotwave.protocol.JobOptions``): ``cores``, ``memory_mb``, ``gpus``,
+    ``gpu_model`` (a regular expression), ``gpu_memory_mb``, ``walltime_s``, ``max_attempts``,
+    ``queue``, ``labels``, ``priority``, ``isolate`` (a fresh process); and ``name``.
     """
     if "labels" in options:
         options["labels"] = tuple(options["labels"])

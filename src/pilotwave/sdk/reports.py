@@ -20,27 +20,16 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pilotwave.errors import ApiError, Pruned, ServerUnreachable
+from pilotwave.sdk.client import Client
 from pilotwave.sdk.context import JobContext, current
-from pilotwave.sdk.errors import ApiError, ServerUnreachable
-
-if TYPE_CHECKING:
-    from pilotwave.sdk.futures import Future
+from pilotwave.sdk.futures import FIRST_COMPLETED, Future, wait
 
 ANSWER_WAIT_S = (
     120.0  # how long pw.report waits for the driver (a restarting server, a driver re-run)
 )
-
-
-class Pruned(Exception):
-    """Raise in a job to end it early because its driver said so: the job ends, it does not fail."""
-
-    def __init__(self, step: int | None = None) -> None:
-        self.step = step
-        super().__init__(
-            f"stopped at step {step} on its workflow's decision" if step is not None else "stopped"
-        )
 
 
 class _Reporter:
@@ -57,8 +46,6 @@ class _Reporter:
         if key != self.key:  # a new job in this (warm) worker: forget the last one
             if self.client is not None:
                 self.client.close()
-            from pilotwave.sdk.client import Client
-
             self.key, self.stop_step, self.warned = key, None, False
             self.client = Client(ctx.server, ctx.token, retry_for_s=30.0)
         return self
@@ -66,7 +53,9 @@ class _Reporter:
     def send(self, ctx: JobContext, step: int, value: float) -> bool:
         wait_s = ANSWER_WAIT_S if ctx.decisions else 0.0
         try:
-            out = self.client.report(ctx.job_id, ctx.attempt, step, value, wait_s)
+            body = {"attempt": ctx.attempt, "step": step, "value": value, "wait_s": wait_s}
+            path = f"/api/v1/jobs/{ctx.job_id}/reports"  # with the attempt's own token
+            out = self.client.http.post(path, body, wait_s=wait_s)
         except (ServerUnreachable, ApiError) as exc:
             if not self.warned:  # reporting is advisory: the job goes on without it
                 print(f"pilotwave: could not report step {step}: {exc}", file=sys.stderr)
@@ -167,8 +156,6 @@ def _local_events(
     futures: list[Future], timeout: float | None
 ) -> tuple[list[Future], list[Report]]:
     """Outside a driver there are no reports to watch: wait for the first job to finish."""
-    from pilotwave.sdk.futures import FIRST_COMPLETED, wait
-
     if not futures:
         return [], []
     t0 = time.monotonic()

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pilotwave.sdk.errors import SandboxError
+from pilotwave.errors import SandboxError
 
 MiB = 1024 * 1024
 DEFAULT_LIMIT = 50 * MiB

@@ -5,21 +5,17 @@ from __future__ import annotations
 import functools
 import inspect
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from pilotwave.protocol import Placement
+from pilotwave.protocol.wire import PLACEMENT_FIELDS, options_json
 from pilotwave.sdk import driver
 from pilotwave.sdk.args import encode, local_args
 from pilotwave.sdk.client import Client, default_client
-from pilotwave.sdk.errors import (
-    JobCancelled,
-    JobFailed,
-    WorkflowCancelled,
-    WorkflowFailed,
-)
-from pilotwave.sdk.futures import FINAL, Future
+from pilotwave.sdk.futures import Future, Run
 from pilotwave.sdk.jobs import _local_future, _material, check_json, source_root
 from pilotwave.sdk.refs import FunctionRef, reference
 
@@ -27,23 +23,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class WorkflowOptions:
-    """Where the driver runs and how its jobs rank; every field maps to the REST body."""
+@dataclass(frozen=True, kw_only=True)
+class WorkflowOptions(Placement):
+    """Where the driver runs and how its jobs rank (``protocol.Placement``), and the workflow's own."""
 
     name: str | None = None
-    queue: str = "default"
-    labels: tuple[str, ...] = field(default=())
-    priority: int = 0
     max_attempts: int = 10  # driver re-runs after lost pilots or server trouble
     seed: int | None = None  # default: a random seed chosen at submission
-    sandbox: str | None = (
-        None  # a directory to ship (the driver runs in it), instead of the code's tree
-    )
+    sandbox: str | None = None  # a directory to ship (the driver runs in it), not the code's tree
 
 
 class WorkflowFunction(Generic[P, R]):
     """A workflow: ``flow.submit(**kwargs)`` runs it durably on the cluster, ``flow(**kwargs)`` here."""
+
+    pw_kind = "workflow"  # how it travels as an argument (``args.encode``)
 
     def __init__(
         self,
@@ -122,10 +115,8 @@ class WorkflowFunction(Generic[P, R]):
             "key": uuid.uuid4().hex,
             "function": self.ref.as_json(),
             "kwargs": enc.value,
-            "queue": self.opts.queue,
-            "labels": list(self.opts.labels),
-            "priority": self.opts.priority,
             "max_attempts": self.opts.max_attempts,
+            **options_json(self.opts, PLACEMENT_FIELDS),
         }
         if self.opts.seed is not None:
             body["seed"] = self.opts.seed
@@ -161,94 +152,18 @@ class WorkflowFunction(Generic[P, R]):
         return Run(int(resp["id"]), client, self.name, fut)
 
 
-class Run:
-    """A submitted workflow: ``id``, ``status()``, ``wait()``, ``result()``, ``cancel()`` and more.
-
-    Its ``future`` is the driver job: pass the run (or the future) to a job to have it wait
-    for the workflow's result.
-    """
-
-    def __init__(self, workflow_id: int, client: Client | None, name: str, future: Future) -> None:
-        self.id = workflow_id
-        self.client = client
-        self.name = name
-        self.future = future
-
-    def __repr__(self) -> str:
-        return f"<Run workflow={self.id} {self.name}>"
-
-    def _client(self) -> Client:
-        if self.client is None:
-            raise RuntimeError("this workflow ran locally; there is nothing to ask a server")
-        return self.client
-
-    def status(self) -> dict[str, Any]:
-        """State, job counts over the whole tree, the jobs, and nested workflows."""
-        if self.client is None:
-            fin = self.future._final or {}
-            return {"id": self.id, "name": self.name, "state": fin.get("state"), "counts": {}}
-        return self._client().workflow(self.id)
-
-    def wait(self, timeout: float | None = None) -> str:
-        """Wait until the workflow is final (or ``timeout`` s pass); returns its state."""
-        try:
-            self.future.exception(timeout)
-        except TimeoutError:
-            pass
-        fin = self.future._final
-        if fin is not None and fin.get("state") in FINAL:
-            return str(fin["state"])
-        return str(self.status()["state"])
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The workflow's return value; raises ``WorkflowFailed``/``WorkflowCancelled``."""
-        try:
-            return self.future.result(timeout)
-        except JobCancelled as exc:
-            raise WorkflowCancelled(self.id, self.future.id, _reason(exc)) from None
-        except JobFailed as exc:
-            raise WorkflowFailed(self.id, self.future.id, exc.error, self.name) from None
-
-    def done(self) -> bool:
-        return self.future.done()
-
-    def cancel(self) -> int:
-        return int(self._client().workflow_op(self.id, "cancel")["cancelled"])
-
-    def suspend(self) -> dict[str, Any]:
-        return self._client().workflow_op(self.id, "suspend")
-
-    def resume(self) -> dict[str, Any]:
-        return self._client().workflow_op(self.id, "resume")
-
-    def retry(self) -> dict[str, Any]:
-        """Re-run a failed or cancelled workflow from where it stopped."""
-        out = self._client().workflow_op(self.id, "retry")
-        self.future._final = None
-        return out
-
-
-def _reason(exc: JobCancelled) -> str | None:
-    text = str(exc)
-    return text.split(": ", 1)[1] if ": " in text else None
-
-
 @overload
 def workflow(fn: Callable[P, R], /) -> WorkflowFunction[P, R]: ...
 @overload
-def workflow(
-    *,
-    name: str | None = None,
-    queue: str = "default",
-    labels: Iterable[str] = (),
-    priority: int = 0,
-    max_attempts: int = 10,
-    seed: int | None = None,
-) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
+def workflow(**options: Any) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
 
 
 def workflow(fn: Any = None, /, **options: Any) -> Any:
     """Make a function a workflow: ``@pw.workflow`` or ``@pw.workflow(queue="long", priority=5)``.
+
+    Options: ``name``, ``queue``, ``labels``, ``priority`` (where its driver runs and how its
+    jobs rank), ``max_attempts`` (driver re-runs after lost pilots, default 10), ``seed``
+    (default: drawn at submission) and ``sandbox`` (a directory to ship instead of the code's).
 
     Inside it, ``job.submit``/``map`` return futures and ``result``/``pw.wait``/
     ``pw.as_completed`` wait on them; ``if``, ``while`` and comprehensions do the rest.

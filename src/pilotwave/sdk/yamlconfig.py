@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot be run; the message names the key."""
+from pilotwave.errors import ConfigError
 
 
 @dataclass(frozen=True)

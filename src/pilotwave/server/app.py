@@ -19,17 +19,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pilotwave
+from pilotwave.engine import parking
+from pilotwave.errors import ApiError
+from pilotwave.protocol import JobState
 from pilotwave.server import auth
-from pilotwave.server.core import JSON, ApiError, Core, now
+from pilotwave.server.core import JSON, Core, now
 from pilotwave.server.routes import admin, blobs, jobs, pilots, workflows
 from pilotwave.server.settings import Settings
 from pilotwave.store import migrate
 from pilotwave.store.db import Database
 from pilotwave.store.schema import jobs as jobs_table
 from pilotwave.wms import pilots as wms_pilots
-from pilotwave.wms.errors import WmsError
-from pilotwave.wms.states import JobState
-from pilotwave.wms.wakeups import queue_topic
+from pilotwave.wms.wakeups import deadline_topic, queue_topic
 
 log = logging.getLogger("pilotwave.server")
 
@@ -46,13 +47,17 @@ def create_app(settings: Settings) -> FastAPI:
         if core.bridge is not None:
             core.bridge.start()
         await _schedule_backoffs(core)
-        reaper = asyncio.create_task(_reap_forever(core))
+        tasks = [
+            asyncio.create_task(_reap_forever(core)),
+            asyncio.create_task(_expire_waits_forever(core)),
+        ]
         try:
             yield
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if core.bridge is not None:
                 await core.bridge.stop()
             core.notifier.close()
@@ -82,7 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(body, media_type="text/plain; version=0.0.4")
 
     app.add_middleware(LatencyMiddleware, core=core)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, exempt_prefix="/api/v1/blobs/")
+    app.add_middleware(
+        BodyLimit, limit=settings.limits.max_request_bytes, exempt_prefix="/api/v1/blobs/"
+    )
     return app
 
 
@@ -135,6 +142,19 @@ async def _reap_forever(core: Core) -> None:
         await asyncio.sleep(period)
 
 
+async def _expire_waits_forever(core: Core) -> None:
+    """Queue parked drivers without a process whose wait timed out, at their deadlines."""
+    with core.notifier.subscribe([deadline_topic()]) as sub:
+        while True:
+            try:
+                upcoming = await core.write(lambda conn, wake: parking.expire(conn, now(), wake))
+                if upcoming is not None:
+                    core.notifier.publish_at(upcoming, deadline_topic())
+            except Exception:  # keep timing whatever one round hit
+                log.exception("expiring parked drivers' waits failed")
+            await sub.wait(3600.0)
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     out = ""
@@ -152,20 +172,16 @@ def _error_handlers(app: FastAPI) -> None:
             {
                 "detail": f"{first['field']}: {first['message']}",
                 "field": first["field"],
+                "error": "InvalidRequest",
                 "errors": errors,
             },
             status_code=422,
         )
 
-    @app.exception_handler(WmsError)
-    async def wms_error(_: Request, exc: WmsError) -> Response:
-        return JSON(
-            {"detail": str(exc), "field": getattr(exc, "field", None)}, status_code=exc.status
-        )
-
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
-        return JSON({"detail": str(exc), "field": exc.field}, status_code=exc.status)
+        body = {"detail": exc.detail, "field": exc.field, "error": type(exc).__name__}
+        return JSON(body, status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:

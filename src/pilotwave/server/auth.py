@@ -19,10 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.errors import Conflict, InvalidRequest, NotFound
+from pilotwave.protocol import JobKind, JobState
 from pilotwave.store.db import insert_ignoring_duplicates
 from pilotwave.store.schema import jobs, tokens, users
 from pilotwave.store.schema import secrets as secrets_table
-from pilotwave.wms.errors import Conflict, Invalid, NotFound
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
@@ -110,9 +111,13 @@ def lookup_attempt(conn: Connection, key: bytes, token: str) -> Principal | None
         .select_from(jobs.join(users, users.c.id == jobs.c.owner_id))
         .where(jobs.c.id == parsed[0])
     ).one_or_none()
-    if row is None or row.state != "running" or row.attempts != parsed[1]:
+    if row is None:
         return None
-    role = Role.DRIVER if row.kind == "driver" else Role.JOB
+    role = Role.DRIVER if row.kind == JobKind.DRIVER else Role.JOB
+    # A parked driver's process lives on (it watches the jobs it waits for).
+    live = (JobState.RUNNING, JobState.PARKED) if role is Role.DRIVER else (JobState.RUNNING,)
+    if row.state not in live or row.attempts != parsed[1]:
+        return None
     return Principal(0, row.owner_id, row.name, role, attempt=parsed)
 
 
@@ -161,7 +166,9 @@ class TokenCache:
 
 def create_user(conn: Connection, name: str, now: float) -> dict[str, Any]:
     if not NAME_RE.match(name):
-        raise Invalid(f"invalid user name {name!r}: use letters, digits and _.@-", field="name")
+        raise InvalidRequest(
+            f"invalid user name {name!r}: use letters, digits and _.@-", field="name"
+        )
     if conn.execute(sa.select(users.c.id).where(users.c.name == name)).first():
         raise Conflict(f"user {name!r} exists")
     uid = conn.execute(
@@ -187,7 +194,7 @@ def create_token(
 ) -> tuple[int, str]:
     """Create a token for ``user``; returns its id and the secret (shown only now)."""
     if role is Role.PILOT and not queues:
-        raise Invalid("a pilot token needs the queues it may serve", field="queues")
+        raise InvalidRequest("a pilot token needs the queues it may serve", field="queues")
     secret = new_token(role)
     tid = conn.execute(
         tokens.insert()

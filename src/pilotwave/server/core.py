@@ -12,6 +12,8 @@ from fastapi.responses import Response
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
+from pilotwave.engine.workflows import settle
+from pilotwave.errors import Forbidden, Unauthorized
 from pilotwave.server import auth
 from pilotwave.server.auth import Principal, Role
 from pilotwave.server.metrics import Metrics
@@ -38,13 +40,18 @@ class Core:
             self.attempt_key = auth.attempt_secret(conn)
 
     async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
-        """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected."""
+        """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected.
+
+        Before the commit the workflow engine reacts to what ``fn`` did to the queue
+        (``engine.settle``), so every write keeps the workflows consistent.
+        """
         wake = Wakeups()
 
         def tx(conn: Connection) -> T:
             nonlocal wake
             wake = Wakeups()  # a retried transaction starts over
             result = fn(conn, wake)
+            settle(conn, wake, time.time())
             if self.bridge is not None and (wake.now or wake.later):
                 self.bridge.emit(conn, wake)  # other servers on this database hear it at commit
             return result
@@ -67,15 +74,6 @@ class Core:
         if self.inline:
             return fn(*args)
         return await run_in_threadpool(fn, *args)
-
-
-class ApiError(Exception):
-    """An error with an HTTP status, raised by routes for anything the WMS layer does not cover."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.field = field
 
 
 def _default(obj: Any) -> Any:
@@ -104,7 +102,7 @@ async def get_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing bearer token: set PILOTWAVE_TOKEN or run `pilotwave up`")
+        raise Unauthorized("missing bearer token: set PILOTWAVE_TOKEN or run `pilotwave up`")
     core = get_core(request)
     principal = core.tokens.get(token)
     if principal is None:
@@ -114,7 +112,7 @@ async def get_principal(request: Request) -> Principal:
         else:
             principal = await core.read(lambda conn: auth.lookup(conn, token))
         if principal is None:
-            raise ApiError(401, "unknown or revoked token")
+            raise Unauthorized("unknown or revoked token")
         core.tokens.put(token, principal)
     request.state.principal = principal
     return principal
@@ -126,7 +124,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def require(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         allowed = " or ".join(r.value for r in roles)
-        raise ApiError(403, f"a {principal.role.value} token cannot do this (needs {allowed})")
+        raise Forbidden(f"a {principal.role.value} token cannot do this (needs {allowed})")
 
 
 def now() -> float:

@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pilotwave.protocol import Limits
 from pilotwave.wms.retry import RetryPolicy
-
-MiB = 1024 * 1024
 
 
 def default_home() -> Path:
@@ -23,10 +22,16 @@ class Settings:
     heartbeat_timeout_s: float = 30.0
     claim_wait_max_s: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    max_request_bytes: int = 32 * MiB
-    max_blob_bytes: int = 256 * MiB
-    max_result_bytes: int = 1 * MiB
-    max_spec_bytes: int = 1 * MiB
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def unseen_grace_s(self) -> float:
+        """How long a claimed job may be missing from its pilot's heartbeats before it is lost.
+
+        Lost claim answers are caught at the pilot's next claim; this is the backstop for a
+        pilot that never claims again.  Far longer than a heartbeat's possible staleness.
+        """
+        return max(60.0, 4 * self.heartbeat_timeout_s)
 
     @property
     def database_url(self) -> str:

@@ -64,6 +64,8 @@ pilots = sa.Table(
     sa.Column("slots", sa.Integer, nullable=False),
     sa.Column("prefetch", sa.Integer, nullable=False, server_default="0"),
     sa.Column("driver_slots", sa.Integer, nullable=False, server_default="0"),
+    # Its drivers that only wait (it may park them): what it last told the server.
+    sa.Column("parkable", sa.Integer, nullable=False, server_default="0"),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("version", sa.String(32), nullable=False, server_default=""),
     sa.Column("claim_seq", sa.Integer, nullable=False, server_default="0"),
@@ -103,6 +105,7 @@ jobs = sa.Table(
     sa.Column("finished_at", Time, nullable=True),
     sa.Column("result", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("reason", sa.String(32), nullable=True),  # protocol.Reason: why it ended so
     sa.Column("workflow_id", Id, nullable=True),  # the workflow that submitted it (or it drives)
     sa.Column("deps_left", sa.Integer, nullable=False, server_default="0"),
     sa.Column("held", sa.Boolean, nullable=False, server_default=sa.false()),  # suspended
@@ -204,9 +207,16 @@ workflows = sa.Table(
     sa.Column("suspended", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("progress", sa.Text, nullable=True),  # JSON the driver publishes for its watchers
     sa.Column("created_at", Time, nullable=False),
+    # What its parked driver waits for (engine.parking): JSON {ids, mode, reports}, when it
+    # stops waiting, how many jobs it still needs (for "all"), and whether it is ready to go on.
+    sa.Column("wait", sa.Text, nullable=True),
+    sa.Column("wait_deadline", Time, nullable=True),
+    sa.Column("wait_left", sa.Integer, nullable=True),
+    sa.Column("ready_at", Time, nullable=True),
     sa.UniqueConstraint("owner_id", "key"),
     sa.Index(None, "owner_id", "id"),
     sa.Index(None, "parent_id"),
+    sa.Index(None, "wait_deadline"),
 )
 
 commands = sa.Table(

@@ -8,66 +8,43 @@ lost) and is refused; the same report sent twice is accepted once and acknowledg
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.protocol import (
+    FINAL_JOB_STATES,
+    Ack,
+    AttemptReport,
+    AttemptState,
+    JobState,
+    Limits,
+    LogChunk,
+    Reason,
+)
+from pilotwave.protocol.limits import clip_error
 from pilotwave.store.db import insert_ignoring_duplicates
 from pilotwave.store.schema import artifacts, attempts, blobs, jobs, log_chunks
 from pilotwave.wms import deps
 from pilotwave.wms.events import event, record
 from pilotwave.wms.retry import AttemptEnd, RetryPolicy, after_attempt
-from pilotwave.wms.states import FINAL_JOB_STATES, AttemptState, JobState
+from pilotwave.wms.transitions import Move, transition
 from pilotwave.wms.wakeups import Wakeups, job_topic, log_topic, pilot_topic, queue_topic
 
-MAX_LOG_BYTES_PER_ATTEMPT = 16 * 1024 * 1024
 
-
-@dataclass(frozen=True)
-class LogChunk:
-    job_id: int
-    attempt: int
-    pos: int  # byte offset of this chunk in the attempt's output
-    data: str
-    nbytes: int
-
-
-@dataclass(frozen=True)
-class Artifact:
-    name: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Report:
-    """A pilot's account of how an attempt ended."""
-
-    job_id: int
-    attempt: int
-    outcome: AttemptState
-    result: str | None = None  # JSON text, for succeeded attempts
-    error: str | None = None
-    exit_code: int | None = None
-    retryable: bool = True
-    cpu_s: float | None = None
-    max_rss_mb: float | None = None
-    log: LogChunk | None = None
-    artifacts: tuple[Artifact, ...] = field(default=())
-
-
-class Ack(StrEnum):
-    ACCEPTED = "accepted"
-    """Recorded now."""
-    DUPLICATE = "duplicate"
-    """Already recorded with the same outcome: nothing changed."""
-    STALE = "stale"
-    """Not the job's running attempt any more (409)."""
-    UNKNOWN = "unknown"
-    """No such attempt on this pilot (404)."""
+def admit(report: AttemptReport, limits: Limits) -> AttemptReport:
+    """A report as the queue stores it: an oversize result fails the attempt (for good), a huge
+    error text keeps its head and tail.  The pilot checks the result too; this is the rule."""
+    if report.result is not None:
+        too_large = limits.result_too_large(len(report.result))
+        if too_large is not None:
+            return replace(
+                report, outcome="failed", result=None, error=too_large, retryable=False, reason=None
+            )
+    error = clip_error(report.error)
+    return report if error is report.error else replace(report, error=error)
 
 
 _B = sa.bindparam
@@ -114,27 +91,12 @@ _END_ATTEMPT = (
         max_rss_mb=_B("b_max_rss_mb"),
     )
 )
-_MOVE_JOB = (
-    jobs.update()
-    .where(
-        jobs.c.id == _B("b_job"), jobs.c.state == _B("b_from"), jobs.c.attempts == _B("b_number")
-    )
-    .values(
-        state=_B("b_state"),
-        failures=_B("b_failures"),
-        pilot_id=None,
-        not_before=_B("b_not_before"),
-        finished_at=_B("b_finished_at"),
-        result=_B("b_result"),
-        error=_B("b_error"),
-    )
-)
 
 
 def complete(
     conn: Connection,
     pilot_id: str,
-    reports: Sequence[Report],
+    reports: Sequence[AttemptReport],
     now: float,
     policy: RetryPolicy,
     wake: Wakeups,
@@ -162,13 +124,14 @@ def complete(
         batch.end(
             row,
             rep.attempt,
-            AttemptEnd(rep.outcome, rep.retryable, _first_line(rep.error)),
+            AttemptEnd(AttemptState(rep.outcome), rep.retryable, _first_line(rep.error)),
             pilot_id,
             exit_code=rep.exit_code,
             error=rep.error,
             cpu_s=rep.cpu_s,
             max_rss_mb=rep.max_rss_mb,
             result=rep.result,
+            reason=rep.reason,
         )
         if rep.artifacts:
             _store_artifacts(conn, rep, now)
@@ -179,7 +142,7 @@ def complete(
 
 
 class Endings:
-    """Ends attempts and moves their jobs on, written in three batched statements at ``flush``.
+    """Ends attempts and moves their jobs on, written in batched statements at ``flush``.
 
     Callers hold the rows (``FOR UPDATE`` on PostgreSQL, the writer lock on SQLite); the
     guards in the ``WHERE`` clauses are a second line of defence.
@@ -188,9 +151,8 @@ class Endings:
     def __init__(self, conn: Connection, now: float, policy: RetryPolicy, wake: Wakeups) -> None:
         self.conn, self.now, self.policy, self.wake = conn, now, policy, wake
         self._attempts: list[dict[str, Any]] = []
-        self._jobs: list[dict[str, Any]] = []
-        self._events: list[dict[str, Any]] = []
-        self._finals: list[deps.Final] = []
+        self._moves: list[Move] = []
+        self._cooled: list[tuple[int, int, str]] = []
 
     def end(
         self,
@@ -204,6 +166,7 @@ class Endings:
         cpu_s: float | None = None,
         max_rss_mb: float | None = None,
         result: str | None = None,
+        reason: Reason | None = None,
     ) -> JobState:
         """End attempt ``number`` of ``job`` (a row with the ``JOB_FOR_ENDING`` columns)."""
         now = self.now
@@ -219,6 +182,11 @@ class Endings:
                 "b_max_rss_mb": max_rss_mb,
             }
         )
+        if job.state == JobState.PARKED:
+            # A parked driver's process is gone (evicted, drained, its pilot lost): it waits
+            # on without one, and replays wherever it is claimed when its wait is over.
+            self._cooled.append((job.id, number, pilot_id))
+            return JobState.PARKED
         decision = after_attempt(
             job_state=JobState(job.state),
             failures=job.failures,
@@ -232,18 +200,30 @@ class Endings:
             return decision.state
         final = decision.state in FINAL_JOB_STATES
         succeeded = decision.state is JobState.SUCCEEDED
-        self._jobs.append(
-            {
-                "b_job": job.id,
-                "b_from": job.state,
-                "b_number": number,
-                "b_state": decision.state.value,
-                "b_failures": decision.failures,
-                "b_not_before": decision.not_before if decision.state is JobState.QUEUED else 0.0,
-                "b_finished_at": now if final else None,
-                "b_result": result if succeeded else None,
-                "b_error": None if succeeded else (error or end.reason),
-            }
+        failure = None if succeeded else (error or end.reason)
+        self._moves.append(
+            Move(
+                job.id,
+                JobState(job.state),
+                decision.state,
+                decision.reason,
+                values={
+                    "failures": decision.failures,
+                    "pilot_id": None,
+                    "not_before": decision.not_before if decision.state is JobState.QUEUED else 0.0,
+                    "finished_at": now if final else None,
+                    "result": result if succeeded else None,
+                    "error": failure,
+                    "reason": reason if succeeded else None,
+                },
+                attempt=number,
+                guard=True,
+                pilot_id=pilot_id,
+                kind=job.kind,
+                workflow_id=job.workflow_id,
+                has_dependents=job.has_dependents,
+                error=failure,
+            )
         )
         if decision.state is JobState.QUEUED:
             if decision.not_before > now:
@@ -252,38 +232,45 @@ class Endings:
                 self.wake.add(queue_topic(job.queue))
         elif final:
             self.wake.add(job_topic(job.id))
-            self._finals.append(
-                deps.Final(
-                    job.id,
-                    decision.state,
-                    None if succeeded else (error or end.reason),
-                    kind=job.kind,
-                    workflow_id=job.workflow_id,
-                    has_dependents=job.has_dependents,
-                )
-            )
-        self._events.append(
-            event(
-                now,
-                decision.state,
-                job_id=job.id,
-                from_state=job.state,
-                attempt=number,
-                pilot_id=pilot_id,
-                reason=decision.reason,
-            )
-        )
         return decision.state
 
     def flush(self) -> None:
         if self._attempts:
             self.conn.execute(_END_ATTEMPT, self._attempts)
-        if self._jobs:
-            self.conn.execute(_MOVE_JOB, self._jobs)
-        record(self.conn, self._events)
-        if self._finals:
-            deps.after_final(self.conn, self._finals, self.now, self.wake)
-        self._attempts, self._jobs, self._events, self._finals = [], [], [], []
+        finals = transition(self.conn, self._moves, self.now, self.wake)
+        if finals:
+            deps.after_final(self.conn, finals, self.now, self.wake)
+        if self._cooled:
+            self._cool()
+        self._attempts, self._moves, self._cooled = [], [], []
+
+    def _cool(self) -> None:
+        self.conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == _B("b_job"),
+                jobs.c.state == JobState.PARKED,
+                jobs.c.attempts == _B("b_number"),
+            )
+            .values(pilot_id=None),
+            [{"b_job": j, "b_number": n} for j, n, _ in self._cooled],
+        )
+        record(
+            self.conn,
+            [
+                event(
+                    self.now,
+                    JobState.PARKED,
+                    job_id=j,
+                    from_state=JobState.PARKED,
+                    attempt=n,
+                    pilot_id=p,
+                    reason="its process is gone: it resumes by replay when its wait is over",
+                )
+                for j, n, p in self._cooled
+            ],
+        )
+        self.wake.cooled.update(j for j, _, _ in self._cooled)
 
 
 def _first_line(text: str | None) -> str:
@@ -293,7 +280,7 @@ def _first_line(text: str | None) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def _store_artifacts(conn: Connection, rep: Report, now: float) -> None:
+def _store_artifacts(conn: Connection, rep: AttemptReport, now: float) -> None:
     shas = {a.sha256 for a in rep.artifacts}
     present = set(conn.scalars(sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(shas))))
     rows = [
@@ -318,9 +305,15 @@ def _store_artifacts(conn: Connection, rep: Report, now: float) -> None:
 
 
 def append_logs(
-    conn: Connection, pilot_id: str, chunks: Sequence[LogChunk], now: float, wake: Wakeups
+    conn: Connection,
+    pilot_id: str,
+    chunks: Sequence[LogChunk],
+    now: float,
+    wake: Wakeups,
+    limit: int = Limits.max_log_bytes,
 ) -> None:
-    """Store live output of running attempts of this pilot; re-sent chunks are ignored."""
+    """Store live output of running attempts of this pilot (up to ``limit`` bytes each);
+    re-sent chunks are ignored."""
     if not chunks:
         return
     keys = {(c.job_id, c.attempt) for c in chunks}
@@ -337,14 +330,11 @@ def append_logs(
     grown: dict[tuple[int, int], int] = {}
     for c in chunks:
         stored = owned.get((c.job_id, c.attempt))
-        if stored is None or stored >= MAX_LOG_BYTES_PER_ATTEMPT or not c.data:
+        if stored is None or stored >= limit or not c.data:
             continue
         data = c.data
-        if stored + c.nbytes > MAX_LOG_BYTES_PER_ATTEMPT:
-            data = (
-                data[: MAX_LOG_BYTES_PER_ATTEMPT - stored]
-                + "\n[pilotwave: log truncated at 16 MiB]\n"
-            )
+        if stored + c.nbytes > limit:
+            data = data[: limit - stored] + f"\n[pilotwave: log truncated at {limit} bytes]\n"
         owned[(c.job_id, c.attempt)] = grown[(c.job_id, c.attempt)] = stored + c.nbytes
         rows.append(
             {

@@ -10,39 +10,33 @@ job); on SQLite the single writer lock serializes claims.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.errors import NotFound
+from pilotwave.protocol import AttemptState, Claimed, Gpu, JobKind, JobState, PilotState
+from pilotwave.protocol.wire import JOB_OPTION_FIELDS
 from pilotwave.store.schema import attempts, jobs, pilots
-from pilotwave.wms.errors import NotFound
+from pilotwave.wms.attempts import JOB_FOR_ENDING, Endings
 from pilotwave.wms.events import event, record
-from pilotwave.wms.matching import Capacity, Demand, Gpu, select
-from pilotwave.wms.states import AttemptState, JobKind, JobState, PilotState
-from pilotwave.wms.wakeups import Wakeups, queue_topic
+from pilotwave.wms.matching import Capacity, Demand, select
+from pilotwave.wms.retry import AttemptEnd, RetryPolicy
+from pilotwave.wms.transitions import Move, transition
+from pilotwave.wms.wakeups import Wakeups, pilot_topic, queue_topic
 
 PAGE = 500
 MAX_PAGES = 5
 _CANDIDATE = [
     jobs.c.id,
-    jobs.c.queue,
     jobs.c.owner_id,
-    jobs.c.priority,
-    jobs.c.cores,
-    jobs.c.memory_mb,
-    jobs.c.gpus,
-    jobs.c.gpu_model,
-    jobs.c.gpu_memory_mb,
-    jobs.c.labels,
+    *(jobs.c[name] for name in JOB_OPTION_FIELDS),
     jobs.c.attempts,
     jobs.c.name,
     jobs.c.kind,
     jobs.c.spec,
     jobs.c.sandbox,
-    jobs.c.walltime_s,
-    jobs.c.isolate,
     jobs.c.created_at,
 ]
 
@@ -50,25 +44,16 @@ _CANDIDATE = [
 _B = sa.bindparam
 _PILOT = sa.select(pilots).where(pilots.c.id == _B("pid"))
 _USED = (
-    sa.select(jobs.c.cores, jobs.c.memory_mb, jobs.c.kind, attempts.c.gpus)
+    sa.select(jobs.c.cores, jobs.c.memory_mb, jobs.c.kind, jobs.c.state, attempts.c.gpus)
     .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
     .where(attempts.c.pilot_id == _B("pid"), attempts.c.state == AttemptState.RUNNING)
 )
-_TOUCH = pilots.update().where(pilots.c.id == _B("b_pid")).values(last_seen=_B("b_now"))
+# ``last_seen`` only moves forward: a request that waited long in the server (a held
+# heartbeat, a busy thread pool) must not make a pilot look silent that was heard since.
+LATER = sa.case((pilots.c.last_seen < _B("b_now"), _B("b_now")), else_=pilots.c.last_seen)
+_TOUCH = pilots.update().where(pilots.c.id == _B("b_pid")).values(last_seen=LATER)
 _TOUCH_SEQ = (
-    pilots.update()
-    .where(pilots.c.id == _B("b_pid"))
-    .values(last_seen=_B("b_now"), claim_seq=_B("b_seq"))
-)
-_START_JOB = (
-    jobs.update()
-    .where(jobs.c.id == _B("b_job"), jobs.c.state == JobState.QUEUED)
-    .values(
-        state=JobState.RUNNING,
-        attempts=_B("b_number"),
-        pilot_id=_B("b_pid"),
-        started_at=_B("b_now"),
-    )
+    pilots.update().where(pilots.c.id == _B("b_pid")).values(last_seen=LATER, claim_seq=_B("b_seq"))
 )
 _INSERT_ATTEMPT = attempts.insert()
 
@@ -109,33 +94,17 @@ _DRIVERS = {
 }
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A job handed to a pilot, with everything the pilot needs to run it."""
-
-    id: int
-    attempt: int
-    claim_seq: int
-    name: str
-    kind: str
-    spec: str
-    sandbox: str | None
-    cores: int
-    memory_mb: int
-    gpus: tuple[int, ...]
-    walltime_s: float | None
-    isolate: bool
-    waited_s: float  # since it was submitted
-
-
 def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int, int]:
     """What the pilot has free now, how many compute attempts it holds, and its free driver slots.
 
-    Drivers run in their own slots and count against none of the compute resources.
+    Drivers run in their own slots and count against none of the compute resources; a
+    parked driver (waiting for jobs it observes) holds no slot at all.
     """
     held = conn.execute(_USED, {"pid": pilot.id}).all()
     used = [r for r in held if r.kind != JobKind.DRIVER]
-    drivers_free = pilot.driver_slots - (len(held) - len(used))
+    drivers_free = pilot.driver_slots - sum(
+        1 for r in held if r.kind == JobKind.DRIVER and r.state != JobState.PARKED
+    )
     busy_gpus = {i for r in used for i in r.gpus}
     capacity = Capacity(
         slots=pilot.slots - len(used),
@@ -147,6 +116,54 @@ def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int, int]:
     return capacity, len(used), drivers_free
 
 
+_DRIVERS_BUSY = (
+    sa.select(sa.func.count())
+    .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+    .where(
+        attempts.c.pilot_id == _B("pid"),
+        attempts.c.state == AttemptState.RUNNING,
+        jobs.c.kind == JobKind.DRIVER,
+        jobs.c.state != JobState.PARKED,
+    )
+)
+
+
+def driver_slots_free(conn: Connection, pilot_id: str) -> int:
+    """The pilot's driver slots not held by a driver (a parked one holds none)."""
+    slots = conn.scalar(sa.select(pilots.c.driver_slots).where(pilots.c.id == pilot_id)) or 0
+    return int(slots) - int(conn.scalar(_DRIVERS_BUSY, {"pid": pilot_id}) or 0)
+
+
+_SET_PARKABLE = (
+    pilots.update()
+    .where(pilots.c.id == _B("b_pid"), pilots.c.parkable != _B("b_n"))
+    .values(parkable=_B("b_n"))
+)
+
+
+def set_parkable(conn: Connection, pilot_id: str, parkable: int, wake: Wakeups) -> None:
+    """Record how many of the pilot's drivers only wait (it may park them for queued drivers);
+    a claim it has waiting on the server looks again."""
+    if conn.execute(_SET_PARKABLE, {"b_pid": pilot_id, "b_n": parkable}).rowcount:
+        wake.add(pilot_topic(pilot_id))
+
+
+def drivers_queued(conn: Connection, pilot_id: str, now: float) -> int:
+    """How many queued drivers this pilot could run if it parked its waiting drivers (at most
+    as many as it has): 0 unless it has some."""
+    pilot = conn.execute(_PILOT, {"pid": pilot_id}).one_or_none()
+    limit = 0 if pilot is None else pilot.parkable
+    if pilot is None or limit <= 0:
+        return 0
+    every_queue = "*" in pilot.queues
+    params: dict[str, Any] = {"now": now, "size": limit}
+    if not every_queue:
+        params["queues"] = pilot.queues
+    labels = frozenset(pilot.labels)
+    rows = conn.execute(_DRIVERS[(every_queue, False)], params)
+    return sum(1 for r in rows if frozenset(r.labels) <= labels)
+
+
 def claim(
     conn: Connection,
     pilot_id: str,
@@ -156,7 +173,9 @@ def claim(
     skip_locked: bool,
     max_drivers: int = 0,
     prefetch: bool = True,
-    wake: Wakeups | None = None,
+    wake: Wakeups,
+    seen_seq: int | None = None,
+    policy: RetryPolicy | None = None,
 ) -> list[Claimed] | None:
     """Move up to ``max_jobs`` fitting queued jobs to ``running`` on this pilot.
 
@@ -167,6 +186,10 @@ def claim(
     Returns ``None`` (rather than an empty list) when the pilot may not claim at all
     (draining or exited), so a long-poll stops waiting for work on its behalf.
 
+    ``seen_seq`` is the last claim the pilot saw the answer of.  A pilot has one claim out
+    at a time, so jobs of later claims are from answers that never reached it: they are
+    handed back first (they never ran there; no attempt is counted against them).
+
     On PostgreSQL a claim locks a window of candidates and may take only some; a claim
     running at the same time skipped them all and may have parked.  So a claim that took
     jobs and left others in its window wakes their queues once more (a claim that takes
@@ -175,6 +198,8 @@ def claim(
     pilot = conn.execute(_PILOT, {"pid": pilot_id}).one_or_none()
     if pilot is None:
         raise NotFound(f"no pilot {pilot_id}")
+    if seen_seq is not None and seen_seq < pilot.claim_seq:
+        _hand_back_unseen(conn, pilot_id, seen_seq, now, policy or RetryPolicy(), wake)
     state = pilot.state
     if state == PilotState.LOST:  # a claim proves it is alive again
         state = PilotState.ACTIVE
@@ -227,9 +252,35 @@ def claim(
         conn.execute(_TOUCH, touch)
         return []
     left = {q for i, q in scanned.items() if i not in rows}
-    if skip_locked and wake is not None and left:
+    if skip_locked and left:
         wake.add(*(queue_topic(q) for q in left))
-    return _start(conn, pilot, picked, rows, now)
+    return _start(conn, pilot, picked, rows, now, wake)
+
+
+_UNSEEN = (
+    sa.select(attempts.c.number, *JOB_FOR_ENDING)
+    .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+    .where(
+        attempts.c.pilot_id == _B("pid"),
+        attempts.c.state == AttemptState.RUNNING,
+        attempts.c.claim_seq > _B("seen"),
+    )
+    .order_by(jobs.c.id)
+    .with_for_update(of=jobs)
+)
+
+
+def _hand_back_unseen(
+    conn: Connection, pilot_id: str, seen_seq: int, now: float, policy: RetryPolicy, wake: Wakeups
+) -> None:
+    rows = conn.execute(_UNSEEN, {"pid": pilot_id, "seen": seen_seq}).all()
+    if not rows:
+        return
+    endings = Endings(conn, now, policy, wake)
+    why = AttemptEnd(AttemptState.KILLED, True, "its claim's answer never reached the pilot")
+    for r in rows:
+        endings.end(r, r.number, why, pilot_id)
+    endings.flush()
 
 
 def _pick(
@@ -325,17 +376,28 @@ def _start(
     picked: list[tuple[Demand, tuple[int, ...]]],
     rows_by_id: dict[int, Any],
     now: float,
+    wake: Wakeups,
 ) -> list[Claimed]:
     seq = pilot.claim_seq + 1
     conn.execute(_TOUCH_SEQ, {"b_pid": pilot.id, "b_now": now, "b_seq": seq})
     numbers = [rows_by_id[d.id].attempts + 1 for d, _ in picked]
-    params = [
-        {"b_job": d.id, "b_number": n, "b_pid": pilot.id, "b_now": now}
-        for (d, _), n in zip(picked, numbers, strict=True)
-    ]
-    result = conn.execute(_START_JOB, params)
-    if conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(params):
-        raise RuntimeError("claim raced with another writer; rolled back")  # guarded in WHERE
+    transition(
+        conn,
+        [
+            Move(
+                d.id,
+                JobState.QUEUED,
+                JobState.RUNNING,
+                "claimed",
+                values={"attempts": n, "pilot_id": pilot.id, "started_at": now},
+                attempt=n,
+                pilot_id=pilot.id,
+            )
+            for (d, _), n in zip(picked, numbers, strict=True)
+        ],
+        now,
+        wake,
+    )
     conn.execute(
         _INSERT_ATTEMPT,
         [
@@ -349,21 +411,6 @@ def _start(
                 "started_at": now,
             }
             for (d, g), n in zip(picked, numbers, strict=True)
-        ],
-    )
-    record(
-        conn,
-        [
-            event(
-                now,
-                JobState.RUNNING,
-                job_id=d.id,
-                from_state=JobState.QUEUED,
-                attempt=n,
-                pilot_id=pilot.id,
-                reason="claimed",
-            )
-            for (d, _), n in zip(picked, numbers, strict=True)
         ],
     )
     return [

@@ -5,77 +5,31 @@ A job whose arguments hold ``{"$pw_future": ID}`` depends on job ID.  It waits i
 upstream success also moves it to ``queued``, with each placeholder replaced by that
 upstream's result.  An upstream that fails (or is cancelled) cancels its pending dependents,
 and theirs, with the reason ``upstream_failed``.
-
-Placeholders are found and replaced in the spec's JSON text: inside JSON strings quotes are
-escaped, so ``{"$pw_future":12}`` can only match a real placeholder object.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.protocol import JobState, Reason
+from pilotwave.protocol.wire import fill_futures, future_ids
 from pilotwave.store.schema import dependencies, jobs
-from pilotwave.wms.events import event, record
-from pilotwave.wms.states import JobState
-from pilotwave.wms.wakeups import Wakeups, job_topic, queue_topic
-
-PLACEHOLDER = "$pw_future"
-_FUTURE_RE = re.compile(r'\{"\$pw_future":(\d+)\}')
-UPSTREAM_FAILED = "upstream_failed"
-
-
-def upstream_ids(spec: str) -> list[int]:
-    """The jobs a spec (JSON text) refers to through placeholders, in first-seen order."""
-    if PLACEHOLDER not in spec:
-        return []
-    return list(dict.fromkeys(int(m) for m in _FUTURE_RE.findall(spec)))
-
-
-def substitute(spec: str, results: Mapping[int, str]) -> str:
-    """Replace the placeholders of jobs in ``results`` by their results (JSON text)."""
-    if PLACEHOLDER not in spec:
-        return spec
-
-    def repl(m: re.Match[str]) -> str:
-        found = results.get(int(m.group(1)))
-        return m.group(0) if found is None else found
-
-    return _FUTURE_RE.sub(repl, spec)
+from pilotwave.wms.transitions import Move, transition
+from pilotwave.wms.wakeups import Final, Wakeups, job_topic, queue_topic
 
 
 def failure_reason(upstream_id: int, name: str, error: str | None) -> str:
     """The error a dependent gets when ``upstream_id`` failed; carries the upstream's error."""
-    return f"{UPSTREAM_FAILED}: job {upstream_id} ({name}) did not succeed:\n{error or ''}".rstrip()
-
-
-@dataclass(frozen=True)
-class Final:
-    """A job that just reached a final state."""
-
-    id: int
-    state: JobState
-    error: str | None = None
-    kind: str = ""
-    workflow_id: int | None = None
-    has_dependents: bool = True  # when unsure, look
+    return f"job {upstream_id} ({name}) did not succeed:\n{error or ''}".rstrip()
 
 
 # A column for queries that fetch jobs about to end: whether anything depends on them, so
 # that ending the (many) jobs nothing depends on costs no lookup.
 HAS_DEPENDENTS = sa.exists().where(dependencies.c.upstream_id == jobs.c.id).label("has_dependents")
-
-
-FinalHook = Callable[[Connection, list[Final], float, Wakeups], None]
-
-# Called in the same transaction after dependents are settled.  The workflow engine adds
-# one when it is imported (the server imports it): the queue knows nothing of workflows.
-FINAL_HOOKS: list[FinalHook] = []
 
 
 def lock_upstreams(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
@@ -102,8 +56,6 @@ def after_final(conn: Connection, finals: list[Final], now: float, wake: Wakeups
         _release(conn, succeeded, now, wake)
     if failed:
         _cancel_dependents(conn, failed, now, wake)
-    for hook in FINAL_HOOKS:
-        hook(conn, finals, now, wake)
 
 
 def _dependents(conn: Connection, upstream: list[int]) -> list[Any]:
@@ -115,14 +67,14 @@ def _dependents(conn: Connection, upstream: list[int]) -> list[Any]:
     edges = list(conn.execute(_LINKS, {"ids": upstream}))
     if not edges:
         return []
-    waiting = set(conn.scalars(_PENDING, {"ids": sorted({e.job_id for e in edges})}))
-    return [e for e in edges if e.job_id in waiting]
+    waiting = {r.id: r for r in conn.execute(_PENDING, {"ids": sorted({e.job_id for e in edges})})}
+    return [(e, waiting[e.job_id]) for e in edges if e.job_id in waiting]
 
 
 _LINKS = sa.select(dependencies.c.job_id, dependencies.c.upstream_id).where(
     dependencies.c.upstream_id.in_(sa.bindparam("ids", expanding=True))
 )
-_PENDING = sa.select(jobs.c.id).where(
+_PENDING = sa.select(jobs.c.id, jobs.c.kind, jobs.c.workflow_id).where(
     jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.state == JobState.PENDING
 )
 
@@ -132,8 +84,9 @@ def _release(conn: Connection, upstream: list[int], now: float, wake: Wakeups) -
     if not edges:
         return
     done_by: dict[int, int] = {}
-    for e in edges:
+    for e, _ in edges:
         done_by[e.job_id] = done_by.get(e.job_id, 0) + 1
+    # Counting down is not a state change: the move to queued happens when it reaches zero.
     conn.execute(
         jobs.update()
         .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == JobState.PENDING)
@@ -150,14 +103,20 @@ def _release(conn: Connection, upstream: list[int], now: float, wake: Wakeups) -
         )
     )
     if ready:
-        queue_jobs(conn, ready, now, wake, reason="dependencies succeeded")
+        queue_jobs(conn, ready, now, wake, why="dependencies succeeded")
 
 
 def queue_jobs(
-    conn: Connection, rows: list[Any], now: float, wake: Wakeups, *, reason: str
+    conn: Connection,
+    rows: list[Any],
+    now: float,
+    wake: Wakeups,
+    *,
+    why: str,
+    old: JobState = JobState.PENDING,
 ) -> None:
-    """Move pending jobs (rows with id, spec, queue) to ``queued``, filling in upstream results."""
-    needed = {r.id: upstream_ids(r.spec) for r in rows}
+    """Move jobs (rows with id, spec, queue) from ``old`` to ``queued``, filling in upstream results."""
+    needed = {r.id: future_ids(r.spec) for r in rows}
     all_up = {u for ups in needed.values() for u in ups}
     results: dict[int, str] = {}
     if all_up:
@@ -165,18 +124,20 @@ def queue_jobs(
             jobs.c.id.in_(sorted(all_up)), jobs.c.state == JobState.SUCCEEDED
         )
         results = {r.id: r.result for r in conn.execute(q)}
-    conn.execute(
-        jobs.update()
-        .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == JobState.PENDING)
-        .values(state=JobState.QUEUED, spec=sa.bindparam("b_spec"), deps_left=0),
-        [{"b_id": r.id, "b_spec": substitute(r.spec, results)} for r in rows],
-    )
-    record(
+    transition(
         conn,
         [
-            event(now, JobState.QUEUED, job_id=r.id, from_state=JobState.PENDING, reason=reason)
+            Move(
+                r.id,
+                old,
+                JobState.QUEUED,
+                why,
+                values={"spec": fill_futures(r.spec, results), "deps_left": 0},
+            )
             for r in rows
         ],
+        now,
+        wake,
     )
     wake.add(*{queue_topic(r.queue) for r in rows})
 
@@ -188,32 +149,31 @@ def _cancel_dependents(
         r.id: r.name
         for r in conn.execute(sa.select(jobs.c.id, jobs.c.name).where(jobs.c.id.in_(list(failed))))
     }
-    reasons = {i: failure_reason(i, names.get(i, ""), f.error) for i, f in failed.items()}
-    while reasons:  # breadth first down the graph: dependents of dependents
-        edges = _dependents(conn, list(reasons))
+    errors = {i: failure_reason(i, names.get(i, ""), f.error) for i, f in failed.items()}
+    while errors:  # breadth first down the graph: dependents of dependents
+        edges = _dependents(conn, list(errors))
         if not edges:
             return
-        mine: dict[int, str] = {}
-        for e in sorted(edges, key=lambda e: (e.job_id, e.upstream_id)):
-            mine.setdefault(e.job_id, reasons[e.upstream_id])
-        conn.execute(
-            jobs.update()
-            .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == JobState.PENDING)
-            .values(state=JobState.CANCELLED, finished_at=now, error=sa.bindparam("b_error")),
-            [{"b_id": j, "b_error": err} for j, err in mine.items()],
-        )
-        record(
+        mine: dict[int, tuple[str, Any]] = {}
+        for e, row in sorted(edges, key=lambda er: (er[0].job_id, er[0].upstream_id)):
+            mine.setdefault(e.job_id, (errors[e.upstream_id], row))
+        transition(
             conn,
             [
-                event(
-                    now,
+                Move(
+                    j,
+                    JobState.PENDING,
                     JobState.CANCELLED,
-                    job_id=j,
-                    from_state=JobState.PENDING,
-                    reason=f"{UPSTREAM_FAILED}: {err.splitlines()[0].split(': ', 1)[-1]}",
+                    f"{Reason.UPSTREAM_FAILED}: {err.splitlines()[0]}",
+                    values={"finished_at": now, "error": err, "reason": Reason.UPSTREAM_FAILED},
+                    kind=row.kind,
+                    workflow_id=row.workflow_id,
+                    error=err,
                 )
-                for j, err in mine.items()
+                for j, (err, row) in mine.items()
             ],
+            now,
+            wake,
         )
         wake.add(*(job_topic(j) for j in mine))
-        reasons = mine  # their dependents carry the root cause's message along
+        errors = {j: err for j, (err, _) in mine.items()}  # their dependents carry the root cause

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.errors import NotFound
+from pilotwave.protocol import FINAL_JOB_STATES, JobOptions, JobState, JobSubmission, Limits, Reason
+from pilotwave.protocol.limits import check_size
+from pilotwave.protocol.wire import JOB_OPTION_FIELDS, fill_futures, future_ids
 from pilotwave.store.schema import attempts, dependencies, jobs, queues
 from pilotwave.wms import deps
-from pilotwave.wms.errors import NotFound
-from pilotwave.wms.events import event, record
-from pilotwave.wms.states import FINAL_JOB_STATES, JobState
-from pilotwave.wms.wakeups import Wakeups, command_topic, job_topic, queue_topic
+from pilotwave.wms.transitions import Move, born, transition
+from pilotwave.wms.wakeups import (
+    Final,
+    Wakeups,
+    command_topic,
+    driver_topic,
+    job_topic,
+    queue_topic,
+)
 
 
 @dataclass(frozen=True)
@@ -23,22 +33,27 @@ class JobSpec:
 
     kind: str
     spec: str  # JSON text, opaque to the server
+    options: JobOptions = field(default_factory=JobOptions)
     name: str = ""
     key: str | None = None
     sandbox: str | None = None
-    queue: str = "default"
-    labels: tuple[str, ...] = ()
-    cores: int = 1
-    memory_mb: int = 0
-    gpus: int = 0
-    gpu_model: str | None = None
-    gpu_memory_mb: int | None = None
-    walltime_s: float | None = None
-    priority: int = 0
-    max_attempts: int = 3
-    isolate: bool = False
     workflow_id: int | None = None
     held: bool = False  # its workflow is suspended
+
+
+def spec_of(sub: JobSubmission, i: int, limits: Limits) -> JobSpec:
+    """The queue's spec for the ``i``-th job of a request; ``TooLarge`` if its arguments are too large."""
+    payload = orjson.dumps(sub.payload())
+    field_ = f"jobs[{i}].{'args' if sub.kind == 'python' else 'argv'}"
+    check_size(len(payload), limits.max_spec_bytes, field_, "the job's arguments")
+    return JobSpec(
+        kind=sub.kind,
+        spec=payload.decode(),
+        options=sub.options(),
+        name=sub.display_name[:200],
+        key=sub.key,
+        sandbox=sub.sandbox,
+    )
 
 
 def ensure_queues(conn: Connection, names: set[str], now: float) -> None:
@@ -69,8 +84,8 @@ def submit(
     fresh = [s for s in specs if not (s.key and s.key in existing)]
     ids: list[int] = []
     if fresh:
-        ensure_queues(conn, {s.queue for s in fresh}, now)
-        ups = [deps.upstream_ids(s.spec) for s in fresh]
+        ensure_queues(conn, {s.options.queue for s in fresh}, now)
+        ups = [future_ids(s.spec) for s in fresh]
         upstream = _visible_upstreams(conn, owner_id, {u for us in ups for u in us})
         rows = [_row(owner_id, s, us, upstream, now) for s, us in zip(fresh, ups, strict=True)]
         result = conn.execute(
@@ -82,21 +97,23 @@ def submit(
         ]
         if links:
             conn.execute(dependencies.insert(), links)
-        record(
-            conn,
-            [
-                event(now, row["state"], job_id=i, reason=_why(row))
-                for i, row in zip(ids, rows, strict=True)
-            ],
+        born(
+            conn, [(i, JobState(r["state"]), _why(r)) for i, r in zip(ids, rows, strict=True)], now
         )
         wake.add(*{queue_topic(r["queue"]) for r in rows if r["state"] == JobState.QUEUED})
-        wake.add(
-            *(
-                job_topic(i)
-                for i, r in zip(ids, rows, strict=True)
-                if r["state"] == JobState.CANCELLED
-            )
-        )
+        for i, r in zip(ids, rows, strict=True):
+            if r["state"] == JobState.CANCELLED:
+                wake.add(job_topic(i))
+                wake.finals.append(
+                    Final(
+                        i,
+                        JobState.CANCELLED,
+                        r["error"],
+                        kind=r["kind"],
+                        workflow_id=r["workflow_id"],
+                        has_dependents=False,
+                    )
+                )
     new_ids = iter(ids)
     return [existing[s.key] if s.key and s.key in existing else next(new_ids) for s in specs]
 
@@ -115,17 +132,24 @@ def _why(row: dict[str, Any]) -> str:
     if row["state"] == JobState.PENDING:
         return f"submitted, waiting for {row['deps_left']} job(s)"
     if row["state"] == JobState.CANCELLED:
-        return deps.UPSTREAM_FAILED
+        return f"{Reason.UPSTREAM_FAILED}: {row['error'].splitlines()[0]}"
     return "submitted"
 
 
 def _row(
     owner_id: int, s: JobSpec, ups: list[int], upstream: dict[int, Any], now: float
 ) -> dict[str, Any]:
-    row = asdict(s)
+    row = {k: getattr(s.options, k) for k in JOB_OPTION_FIELDS}
     row.update(
+        kind=s.kind,
+        spec=s.spec,
+        name=s.name,
+        key=s.key,
+        sandbox=s.sandbox,
+        workflow_id=s.workflow_id,
+        held=s.held,
         owner_id=owner_id,
-        labels=sorted(set(s.labels)),
+        labels=sorted(set(s.options.labels)),
         state=JobState.QUEUED.value,
         attempts=0,
         failures=0,
@@ -134,6 +158,7 @@ def _row(
         deps_left=0,
         finished_at=None,
         error=None,
+        reason=None,
     )
     if ups:
         failed = [
@@ -146,11 +171,12 @@ def _row(
                 state=JobState.CANCELLED.value,
                 finished_at=now,
                 error=deps.failure_reason(f.id, f.name, f.error),
+                reason=Reason.UPSTREAM_FAILED.value,
             )
         elif left:
             row.update(state=JobState.PENDING.value, deps_left=left)
         else:
-            row["spec"] = deps.substitute(s.spec, {u: upstream[u].result for u in ups})
+            row["spec"] = fill_futures(s.spec, {u: upstream[u].result for u in ups})
     return row
 
 
@@ -169,6 +195,7 @@ _SUMMARY = [
     jobs.c.created_at,
     jobs.c.started_at,
     jobs.c.finished_at,
+    jobs.c.reason,
 ]
 
 
@@ -222,19 +249,24 @@ def counts(conn: Connection, owner_id: int | None) -> dict[str, int]:
 def finished(
     conn: Connection, ids: Sequence[int], owner_id: int | None
 ) -> dict[int, dict[str, Any]]:
-    """Those of ``ids`` that are final, with state, result and error (unknown ids raise)."""
+    """Those of ``ids`` that are final, as ``Final`` records (result as JSON text); unknown ids raise."""
     out: dict[int, dict[str, Any]] = {}
     known: set[int] = set()
     for chunk in _chunks(ids, 900):
         rows = conn.execute(
-            sa.select(jobs.c.id, jobs.c.state, jobs.c.result, jobs.c.error).where(
+            sa.select(jobs.c.id, jobs.c.state, jobs.c.result, jobs.c.error, jobs.c.reason).where(
                 jobs.c.id.in_(chunk), _visible(owner_id)
             )
         ).all()
         known.update(r.id for r in rows)
         for r in rows:
             if r.state in FINAL_JOB_STATES:
-                out[r.id] = {"state": r.state, "result": r.result, "error": r.error}
+                out[r.id] = {
+                    "state": r.state,
+                    "result": r.result,
+                    "error": r.error,
+                    "reason": r.reason,
+                }
     missing = sorted(set(ids) - known)
     if missing:
         raise NotFound(
@@ -249,7 +281,8 @@ def cancel(
     owner_id: int | None,
     now: float,
     wake: Wakeups,
-    reason: str = "cancelled by user",
+    reason: Reason = Reason.CANCELLED,
+    why: str = "cancelled by user",
 ) -> list[int]:
     """Cancel jobs that are not final yet; running attempts get a kill command. Returns those cancelled."""
     rows = conn.execute(
@@ -272,30 +305,34 @@ def cancel(
     live = [r for r in rows if r.state not in FINAL_JOB_STATES]
     if not live:
         return []
-    conn.execute(
-        jobs.update()
-        .where(jobs.c.id.in_([r.id for r in live]), jobs.c.state.not_in(list(FINAL_JOB_STATES)))
-        .values(state=JobState.CANCELLED, finished_at=now, error=reason)
-    )
-    record(
+    finals = transition(
         conn,
         [
-            event(
-                now,
+            Move(
+                r.id,
+                JobState(r.state),
                 JobState.CANCELLED,
-                job_id=r.id,
-                from_state=r.state,
+                why,
+                values={"finished_at": now, "error": why, "reason": reason},
                 attempt=r.attempts or None,
-                reason=reason,
+                pilot_id=r.pilot_id,
+                kind=r.kind,
+                workflow_id=r.workflow_id,
+                has_dependents=r.has_dependents,
+                error=why,
             )
             for r in live
         ],
+        now,
+        wake,
     )
     for r in live:
         wake.add(job_topic(r.id))
-        if r.state == JobState.RUNNING and r.pilot_id:
-            wake.add(command_topic(r.pilot_id))
-    deps.after_final(conn, [deps.Final(r.id, JobState.CANCELLED, reason) for r in live], now, wake)
+        if r.pilot_id and r.state in (JobState.RUNNING, JobState.PARKED):
+            wake.add(command_topic(r.pilot_id))  # the pilot stops it
+        if r.state == JobState.PARKED:
+            wake.add(driver_topic(r.id))  # its waiting process hears it at once
+    deps.after_final(conn, finals, now, wake)
     return [r.id for r in live]
 
 

@@ -13,12 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
-
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    model: str = ""
-    memory_mb: int = 0
+from pilotwave.protocol import Gpu
 
 
 @dataclass(frozen=True)
@@ -72,14 +67,6 @@ class Capacity:
         self.cores -= job.cores
         self.memory_mb -= job.memory_mb
         self.gpus = [g for g in self.gpus if g.index not in gpus]
-
-
-def valid_gpu_model(pattern: str) -> bool:
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
 
 
 def select(

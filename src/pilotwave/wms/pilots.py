@@ -4,35 +4,30 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.errors import Forbidden, NotFound
+from pilotwave.protocol import (
+    AttemptState,
+    JobState,
+    Kill,
+    KillReason,
+    Known,
+    PilotCommands,
+    PilotInfo,
+    PilotState,
+)
 from pilotwave.store.schema import attempts, jobs, pilots
 from pilotwave.wms.attempts import JOB_FOR_ENDING, Endings
-from pilotwave.wms.errors import Forbidden, NotFound
+from pilotwave.wms.claims import LATER
 from pilotwave.wms.events import event, record
 from pilotwave.wms.jobs import ensure_queues
 from pilotwave.wms.retry import AttemptEnd, RetryPolicy
-from pilotwave.wms.states import AttemptState, JobState, PilotState
 from pilotwave.wms.wakeups import Wakeups, command_topic
-
-
-@dataclass(frozen=True)
-class PilotInfo:
-    name: str
-    hostname: str
-    queues: tuple[str, ...]
-    labels: tuple[str, ...]
-    cores: int
-    memory_mb: int
-    gpus: tuple[dict[str, Any], ...]
-    slots: int
-    version: str = ""
-    prefetch: int = 0
-    driver_slots: int = 0
 
 
 def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> str:
@@ -48,7 +43,7 @@ def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> st
             labels=sorted(set(info.labels)),
             cores=info.cores,
             memory_mb=info.memory_mb,
-            gpus=list(info.gpus),
+            gpus=[asdict(g) for g in info.gpus],
             slots=info.slots,
             prefetch=info.prefetch,
             driver_slots=info.driver_slots,
@@ -76,24 +71,6 @@ def load(conn: Connection, pilot_id: str, token_id: int | None = None) -> Any:
     return row
 
 
-@dataclass(frozen=True)
-class Known:
-    """An attempt as the pilot sees it."""
-
-    job_id: int
-    attempt: int
-    killing: bool = False  # the pilot is already stopping it
-
-
-@dataclass
-class Commands:
-    kill: list[dict[str, Any]] = field(default_factory=list)
-    drain: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.kill or self.drain)
-
-
 def heartbeat(
     conn: Connection,
     pilot_id: str,
@@ -103,18 +80,20 @@ def heartbeat(
     now: float,
     policy: RetryPolicy,
     wake: Wakeups,
-    grace_s: float = 30.0,
-) -> Commands:
+    grace_s: float = 60.0,
+) -> PilotCommands:
     """Record that the pilot is alive, reconcile its attempts with ours, and return its commands.
 
-    Attempts we think run on the pilot but that it does not know about are lost (a claim
-    response that never arrived, a job the pilot dropped) once the pilot has seen a later
-    claim (``claim_seq <= last_claim_seq``) or the claim is older than ``grace_s``.
+    Attempts we think run on the pilot but that it does not know are lost (a job the pilot
+    dropped) when the pilot had seen their claim (``claim_seq <= last_claim_seq``).  An
+    attempt of a later claim may simply be newer than the pilot's snapshot, which can be
+    seconds old on a loaded machine: it is judged by the pilot's next claim (``claim``
+    hands back what the pilot never saw), and by this heartbeat only after ``grace_s``.
     """
     pilot = load(conn, pilot_id)
     if pilot.state == PilotState.EXITED:  # a late heartbeat from a pilot that said goodbye
-        return Commands(drain=True)
-    values: dict[str, Any] = {"last_seen": now}
+        return PilotCommands(drain=True)
+    values: dict[str, Any] = {"last_seen": LATER}
     if pilot.state == PilotState.LOST:
         values["state"] = PilotState.DRAINING if draining else PilotState.ACTIVE
         record(
@@ -144,7 +123,7 @@ def heartbeat(
             ],
         )
         wake.add(command_topic(pilot_id))  # its pending claim returns empty-handed
-    conn.execute(pilots.update().where(pilots.c.id == pilot_id).values(**values))
+    conn.execute(pilots.update().where(pilots.c.id == pilot_id).values(**values), {"b_now": now})
 
     mine = {k.job_id: k for k in known}
     running = _running_on(conn, pilot_id)
@@ -162,11 +141,13 @@ def heartbeat(
     return _commands(pilot.state, known, draining, live)
 
 
-def commands(conn: Connection, pilot_id: str, known: Sequence[Known], draining: bool) -> Commands:
+def commands(
+    conn: Connection, pilot_id: str, known: Sequence[Known], draining: bool
+) -> PilotCommands:
     """The pilot's pending commands, read-only (for re-checks while a heartbeat is held open)."""
     pilot = load(conn, pilot_id)
     if pilot.state == PilotState.EXITED:
-        return Commands(drain=True)
+        return PilotCommands(drain=True)
     rows = conn.execute(
         sa.select(attempts.c.number, jobs.c.id, jobs.c.state)
         .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
@@ -177,17 +158,17 @@ def commands(conn: Connection, pilot_id: str, known: Sequence[Known], draining: 
 
 def _commands(
     pilot_state: str, known: Sequence[Known], draining: bool, live: dict[tuple[int, int], str]
-) -> Commands:
+) -> PilotCommands:
     """Kill what the pilot runs that is cancelled or no longer current; drain if asked to."""
-    out = Commands(drain=pilot_state == PilotState.DRAINING and not draining)
+    out = PilotCommands(drain=pilot_state == PilotState.DRAINING and not draining)
     for k in known:
         if k.killing:
             continue
         state = live.get((k.job_id, k.attempt))
         if state is None:
-            out.kill.append({"job_id": k.job_id, "attempt": k.attempt, "reason": "stale attempt"})
+            out.kill.append(Kill(job_id=k.job_id, attempt=k.attempt, reason=KillReason.STALE))
         elif state == JobState.CANCELLED:
-            out.kill.append({"job_id": k.job_id, "attempt": k.attempt, "reason": "cancelled"})
+            out.kill.append(Kill(job_id=k.job_id, attempt=k.attempt, reason=KillReason.CANCELLED))
     return out
 
 
@@ -240,12 +221,20 @@ def reap(
         )
         .with_for_update(skip_locked=conn.dialect.name == "postgresql")
     ).all()
+    lost = []
     for p in silent:
-        conn.execute(
+        still = conn.execute(
             pilots.update()
-            .where(pilots.c.id == p.id, pilots.c.state == p.state)
+            .where(
+                pilots.c.id == p.id,
+                pilots.c.state == p.state,
+                pilots.c.last_seen < now - timeout_s,  # not heard from meanwhile
+            )
             .values(state=PilotState.LOST)
-        )
+        ).rowcount
+        if not still:
+            continue
+        lost.append(p.id)
         record(
             conn,
             [
@@ -261,7 +250,7 @@ def reap(
         _lose_attempts(
             conn, p.id, now, policy, wake, f"pilot {p.id[:8]} lost: no heartbeat for {timeout_s:g}s"
         )
-    return [p.id for p in silent]
+    return lost
 
 
 def _lose_attempts(

@@ -10,30 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pilotwave.errors import Conflict, InvalidRequest, NotFound
+from pilotwave.protocol import JobState
+from pilotwave.protocol.wire import ReportSeen
 from pilotwave.store.db import insert_ignoring_duplicates
 from pilotwave.store.schema import jobs, reports
-from pilotwave.wms.errors import Conflict, Invalid, NotFound
-from pilotwave.wms.states import JobState
 from pilotwave.wms.wakeups import Wakeups, decision_topic, report_topic
-
-
-@dataclass(frozen=True)
-class Report:
-    id: int
-    job_id: int
-    attempt: int
-    step: int
-    value: float
-
-    def row(self) -> list[Any]:
-        """The compact form recorded in a driver's command log."""
-        return [self.id, self.job_id, self.attempt, self.step, self.value]
 
 
 def add(
@@ -41,7 +28,7 @@ def add(
 ) -> int:
     """Record a report of the job's running attempt; returns its id (the first one's, if re-sent)."""
     if not math.isfinite(value):
-        raise Invalid(f"value: {value} is not a finite number", field="value")
+        raise InvalidRequest(f"value: {value} is not a finite number", field="value")
     job = conn.execute(
         sa.select(jobs.c.state, jobs.c.attempts).where(jobs.c.id == job_id)
     ).one_or_none()
@@ -65,6 +52,7 @@ def add(
     )
     assert report_id is not None
     wake.add(report_topic(job_id))
+    wake.reported.add(job_id)
     return int(report_id)
 
 
@@ -103,8 +91,9 @@ def decide(conn: Connection, owner_id: int, answers: Mapping[int, bool], wake: W
     return done
 
 
-def since(conn: Connection, after: Mapping[int, int], owner_id: int | None) -> list[Report]:
-    """Reports of the jobs in ``after`` newer than each job's cursor (a report id), oldest first.
+def since(conn: Connection, after: Mapping[int, int], owner_id: int | None) -> list[ReportSeen]:
+    """Reports ``(id, job, attempt, step, value)`` of the jobs in ``after`` newer than each job's
+    cursor (a report id), oldest first.
 
     A job's reports are sent one after the other, each committed before the next, so a
     per-job cursor never skips one (a global cursor could, with PostgreSQL sequences).
@@ -120,7 +109,11 @@ def since(conn: Connection, after: Mapping[int, int], owner_id: int | None) -> l
     )
     if owner_id is not None:
         q = q.where(reports.c.job_id.in_(sa.select(jobs.c.id).where(jobs.c.owner_id == owner_id)))
-    return [Report(*r) for r in conn.execute(q) if r.id > after[r.job_id]]
+    return [
+        (r.id, r.job_id, r.attempt, r.step, r.value)
+        for r in conn.execute(q)
+        if r.id > after[r.job_id]
+    ]
 
 
 def of_jobs(conn: Connection, job_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:

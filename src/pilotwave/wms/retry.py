@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pilotwave.wms.states import AttemptState, JobState
+from pilotwave.protocol import AttemptState, JobState
 
 
 @dataclass(frozen=True)

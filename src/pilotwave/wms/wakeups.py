@@ -1,12 +1,28 @@
-"""Who must be woken after a transaction commits.
+"""What a transaction did that others must react to.
 
 State changes record the topics they affect; the server publishes them once the
-transaction has committed, so a woken reader always sees the new state.
+transaction has committed, so a woken reader always sees the new state.  They also record
+facts the workflow engine reacts to within the same transaction (``engine.settle``): jobs
+that became final, and pilots on which a driver slot came free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from pilotwave.protocol import JobState
+
+
+@dataclass(frozen=True)
+class Final:
+    """A job that just reached a final state."""
+
+    id: int
+    state: JobState
+    error: str | None = None
+    kind: str = ""
+    workflow_id: int | None = None
+    has_dependents: bool = True  # when unsure, look
 
 
 def queue_topic(queue: str) -> str:
@@ -44,10 +60,38 @@ def decision_topic(report_id: int) -> str:
     return f"dec:{report_id}"
 
 
+def driver_topic(job_id: int) -> str:
+    """A parked driver's process: it may go on (or was cancelled, or moved elsewhere)."""
+    return f"drv:{job_id}"
+
+
+def deadline_topic() -> str:
+    """The server's timer for parked drivers waiting with a timeout."""
+    return "deadline"
+
+
+def topic_job(topic: str) -> int | None:
+    """The job id of a ``job_topic``, or ``None`` for another topic."""
+    kind, _, rest = topic.partition(":")
+    return int(rest) if kind == "job" else None
+
+
+def is_report_topic(topic: str) -> bool:
+    return topic.startswith("rep:")
+
+
 @dataclass
 class Wakeups:
     now: set[str] = field(default_factory=set)
     later: list[tuple[float, str]] = field(default_factory=list)  # (unix time, topic)
+    finals: list[Final] = field(default_factory=list)
+    """Jobs that became final in this transaction, in order."""
+    freed: set[str] = field(default_factory=set)
+    """Pilots on which a driver slot came free."""
+    cooled: set[int] = field(default_factory=set)
+    """Parked drivers whose process went away (they resume by replay)."""
+    reported: set[int] = field(default_factory=set)
+    """Jobs that reported an intermediate value."""
 
     def add(self, *topics: str) -> None:
         self.now.update(topics)

@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
+from pilotwave.errors import InvalidRequest, NotFound, TooLarge
 from pilotwave.server.auth import Role
-from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
+from pilotwave.server.core import JSON, CoreDep, PrincipalDep, now, require
 from pilotwave.store.db import insert_ignoring_duplicates
 from pilotwave.store.schema import blobs
-from pilotwave.wms.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
 Sha = Path(pattern=r"^[0-9a-f]{64}$")
@@ -33,15 +33,15 @@ async def exists(core: CoreDep, who: PrincipalDep, sha256: str = Sha) -> Respons
 async def upload(request: Request, core: CoreDep, who: PrincipalDep, sha256: str = Sha) -> Any:
     """Store the body under its SHA-256 (which must match the path); uploading twice is harmless."""
     require(who, Role.USER, Role.ADMIN, Role.PILOT)
-    limit = core.settings.max_blob_bytes
+    limit = core.settings.limits.max_blob_bytes
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > limit:
-            raise ApiError(413, f"upload exceeds the limit of {limit} bytes")
+            raise TooLarge(f"upload exceeds the limit of {limit} bytes")
     digest = hashlib.sha256(body).hexdigest()
     if digest != sha256:
-        raise ApiError(422, f"content has sha256 {digest}, not {sha256}", field="sha256")
+        raise InvalidRequest(f"content has sha256 {digest}, not {sha256}", field="sha256")
     t = now()
     await core.write(
         lambda conn, wake: insert_ignoring_duplicates(

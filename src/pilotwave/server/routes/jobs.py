@@ -12,67 +12,38 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from pilotwave.errors import Forbidden, NotFound
+from pilotwave.protocol import FINAL_JOB_STATES, JobState
+from pilotwave.protocol.wire import ReportSeen
 from pilotwave.server.auth import Role
-from pilotwave.server.core import JSON, ApiError, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import DecisionsIn, IdsIn, JobIn, ReportValueIn, SubmitIn, WatchIn
+from pilotwave.server.core import JSON, CoreDep, PrincipalDep, now, require
+from pilotwave.server.models import DecisionsIn, IdsIn, ReportValueIn, SubmitIn, WatchIn
 from pilotwave.store.schema import artifacts, blobs
 from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import jobs as wms_jobs
 from pilotwave.wms import reports as wms_reports
-from pilotwave.wms.errors import NotFound
 from pilotwave.wms.events import story
-from pilotwave.wms.states import FINAL_JOB_STATES, JobState
-from pilotwave.wms.wakeups import decision_topic, job_topic, log_topic, report_topic
+from pilotwave.wms.wakeups import (
+    decision_topic,
+    is_report_topic,
+    job_topic,
+    log_topic,
+    report_topic,
+    topic_job,
+)
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
-
-
-def check_size(nbytes: int, limit: int, field: str, what: str) -> None:
-    """413 naming ``field`` when arguments (``what``) take more than ``limit`` bytes."""
-    if nbytes > limit:
-        raise ApiError(
-            413,
-            f"{field}: {what} take {nbytes} bytes, the limit is {limit}; "
-            "pass large inputs as files in the sandbox or as artifacts",
-            field=field,
-        )
-
-
-def job_spec(job: JobIn, i: int, limit: int) -> wms_jobs.JobSpec:
-    """The queue's spec for the ``i``-th job of a request, or 413 if its arguments are too large."""
-    payload = orjson.dumps(job.payload())
-    field = "args" if job.kind == "python" else "argv"
-    check_size(len(payload), limit, f"jobs[{i}].{field}", "the job's arguments")
-    name = job.name or (job.function.qualname if job.function else (job.argv or [""])[0])
-    return wms_jobs.JobSpec(
-        kind=job.kind,
-        spec=payload.decode(),
-        name=name[:200],
-        key=job.key,
-        sandbox=job.sandbox,
-        queue=job.queue,
-        labels=tuple(job.labels),
-        cores=job.cores,
-        memory_mb=job.memory_mb,
-        gpus=job.gpus,
-        gpu_model=job.gpu_model,
-        gpu_memory_mb=job.gpu_memory_mb,
-        walltime_s=job.walltime_s,
-        priority=job.priority,
-        max_attempts=job.max_attempts,
-        isolate=job.isolate,
-    )
 
 
 @router.post("", status_code=201, response_class=JSON)
 async def submit(body: SubmitIn, core: CoreDep, who: PrincipalDep) -> Any:
     """Submit a batch of jobs; returns their ids in order.  Re-sending a ``key`` returns the same job."""
     require(who, Role.USER, Role.ADMIN)
-    specs = [job_spec(j, i, core.settings.max_spec_bytes) for i, j in enumerate(body.jobs)]
+    specs = [wms_jobs.spec_of(j, i, core.settings.limits) for i, j in enumerate(body.jobs)]
     t = now()
     ids = await core.write(lambda conn, wake: wms_jobs.submit(conn, who.user_id, specs, t, wake))
     for s in specs:
-        core.metrics.submitted.labels(s.queue).inc()
+        core.metrics.submitted.labels(s.options.queue).inc()
     return JSON({"ids": ids}, status_code=201)
 
 
@@ -136,13 +107,10 @@ async def get_job(
     return JSON(_public(job))
 
 
-def _finals(done: dict[int, dict[str, Any]]) -> dict[int, Any]:
+def finals_json(done: dict[int, dict[str, Any]]) -> dict[int, Any]:
+    """Final jobs for the wire, results embedded as they are stored (JSON text)."""
     return {
-        i: {
-            "state": d["state"],
-            "error": d["error"],
-            "result": orjson.Fragment(d["result"]) if d["result"] is not None else None,
-        }
+        i: {**d, "result": orjson.Fragment(d["result"]) if d["result"] is not None else None}
         for i, d in done.items()
     }
 
@@ -174,14 +142,14 @@ async def watch(body: WatchIn, core: CoreDep, who: PrincipalDep) -> Response:
     pending = set(ids) - set(first)
     deadline = time.monotonic() + body.timeout_s
 
-    def batch(done: dict[int, Any], news: list[wms_reports.Report]) -> bytes:
+    def batch(done: dict[int, Any], news: list[ReportSeen]) -> bytes:
         out: dict[str, Any] = {}
         if news:
             for r in news:
-                after[r.job_id] = r.id
-            out["reports"] = [r.row() for r in news]
+                after[r[1]] = r[0]
+            out["reports"] = news
         if done:
-            out["done"] = _finals(done)
+            out["done"] = finals_json(done)
         return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
     async def lines() -> AsyncIterator[bytes]:
@@ -194,8 +162,8 @@ async def watch(body: WatchIn, core: CoreDep, who: PrincipalDep) -> Response:
                     break
                 await sub.wait(remaining)
                 fired = sub.take()
-                jobs_fired = [i for i in (int(t[4:]) for t in fired if t[0] == "j") if i in pending]
-                reported = any(t[0] == "r" for t in fired)
+                jobs_fired = [i for i in map(topic_job, fired) if i is not None and i in pending]
+                reported = any(is_report_topic(t) for t in fired)
                 if not jobs_fired and not reported:
                     continue
                 done, news = await core.read(partial(check, ids=jobs_fired))
@@ -220,9 +188,7 @@ async def report(
     """
     require(who, Role.JOB)
     if who.attempt != (job_id, body.attempt):
-        raise ApiError(
-            403, f"this token belongs to another job attempt than {job_id}.{body.attempt}"
-        )
+        raise Forbidden(f"this token belongs to another job attempt than {job_id}.{body.attempt}")
     t = now()
     report_id = await core.write(
         lambda conn, wake: wms_reports.add(

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
+from pilotwave.engine import parking
+from pilotwave.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from pilotwave.protocol import (
+    Ack,
+    AttemptReport,
+    ClaimAnswer,
+    Claimed,
+    ClaimRequest,
+    Heartbeat,
+    ParkRequest,
+    PilotCommands,
+    PilotInfo,
+    PilotState,
+    Registered,
+    UnparkRequest,
+)
 from pilotwave.server import auth
 from pilotwave.server.auth import Principal, Role
-from pilotwave.server.core import JSON, ApiError, Core, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import ClaimIn, HeartbeatIn, LogsIn, PilotIn, ReportIn, ReportsIn
+from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, now, require
+from pilotwave.server.models import LogsIn, ParkableIn, ReportsIn
 from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import claims as wms_claims
 from pilotwave.wms import pilots as wms_pilots
-from pilotwave.wms.attempts import Ack, Artifact, LogChunk, Report
-from pilotwave.wms.states import AttemptState, PilotState
-from pilotwave.wms.wakeups import command_topic, pilot_topic, queue_topic
+from pilotwave.wms.wakeups import command_topic, driver_topic, pilot_topic, queue_topic
 
 router = APIRouter(prefix="/api/v1", tags=["pilots"])
 
@@ -29,35 +43,22 @@ def _pilot_scope(who: Principal) -> int | None:
 
 
 @router.post("/pilots", status_code=201, response_class=JSON)
-async def register(body: PilotIn, core: CoreDep, who: PrincipalDep) -> Any:
+async def register(body: PilotInfo, core: CoreDep, who: PrincipalDep) -> Any:
+    """Register a pilot; the answer carries its id, the heartbeat timing and the server's limits."""
     require(who, Role.PILOT, Role.ADMIN)
     for q in body.queues:
         if not who.may_serve(q):
-            raise ApiError(403, f"this pilot token may not serve queue {q!r}", field="queues")
-    info = wms_pilots.PilotInfo(
-        name=body.name,
-        hostname=body.hostname,
-        queues=tuple(body.queues),
-        labels=tuple(body.labels),
-        cores=body.cores,
-        memory_mb=body.memory_mb,
-        gpus=tuple(g.model_dump() for g in body.gpus),
-        slots=body.slots,
-        prefetch=body.prefetch,
-        driver_slots=body.driver_slots,
-        version=body.version,
-    )
+            raise Forbidden(f"this pilot token may not serve queue {q!r}", field="queues")
     t = now()
-    pilot_id = await core.write(lambda conn, wake: wms_pilots.register(conn, who.token_id, info, t))
+    pilot_id = await core.write(lambda conn, wake: wms_pilots.register(conn, who.token_id, body, t))
     s = core.settings
-    return JSON(
-        {
-            "id": pilot_id,
-            "heartbeat_interval_s": s.heartbeat_interval_s,
-            "heartbeat_timeout_s": s.heartbeat_timeout_s,
-        },
-        status_code=201,
+    answer = Registered(
+        id=pilot_id,
+        heartbeat_interval_s=s.heartbeat_interval_s,
+        heartbeat_timeout_s=s.heartbeat_timeout_s,
+        limits=s.limits,
     )
+    return JSON(answer, status_code=201)
 
 
 @router.get("/pilots", response_class=JSON)
@@ -67,29 +68,6 @@ async def list_pilots(
     return JSON({"pilots": await core.read(lambda conn: wms_pilots.list_pilots(conn, state))})
 
 
-def _report(r: ReportIn, max_result: int) -> Report:
-    outcome, result, error, retryable = AttemptState(r.outcome), r.result, r.error, r.retryable
-    if result is not None and len(result) > max_result:
-        # The pilot checks this too; never store an oversize result, never make the pilot resend forever.
-        outcome, result, retryable = AttemptState.FAILED, None, False
-        error = f"ResultTooLarge: the job's result is {len(r.result or '')} bytes, the limit is {max_result}; write large outputs to pw.outputs()"
-    if error is not None and len(error) > 65536:
-        error = error[:32768] + "\n[...]\n" + error[-32768:]
-    return Report(
-        job_id=r.job_id,
-        attempt=r.attempt,
-        outcome=outcome,
-        result=result,
-        error=error,
-        exit_code=r.exit_code,
-        retryable=retryable,
-        cpu_s=r.cpu_s,
-        max_rss_mb=r.max_rss_mb,
-        log=LogChunk(**r.log.model_dump()) if r.log else None,
-        artifacts=tuple(Artifact(**a.model_dump()) for a in r.artifacts),
-    )
-
-
 async def _pilot(core: Core, pilot_id: str, token: int | None) -> tuple[str, ...]:
     """Check the caller may act for ``pilot_id``; returns its queues (cached: they never change)."""
     meta = core.pilots.get(pilot_id)
@@ -97,23 +75,23 @@ async def _pilot(core: Core, pilot_id: str, token: int | None) -> tuple[str, ...
         row = await core.read(lambda conn: wms_pilots.load(conn, pilot_id))
         meta = core.pilots[pilot_id] = (row.token_id, tuple(row.queues))
     if token is not None and meta[0] != token:
-        raise ApiError(403, f"pilot {pilot_id} registered with another token")
+        raise Forbidden(f"pilot {pilot_id} registered with another token")
     return meta[1]
 
 
-def _count(core: Core, reps: list[Report], acks: list[Ack]) -> None:
+def _count(core: Core, reps: list[AttemptReport], acks: list[Ack]) -> None:
     for rep, ack in zip(reps, acks, strict=True):
         if ack is Ack.ACCEPTED:
-            core.metrics.ended.labels(rep.outcome.value).inc()
+            core.metrics.ended.labels(rep.outcome).inc()
 
 
 async def _complete(
-    core: Core, pilot_id: str, token: int | None, reports: list[ReportIn]
+    core: Core, pilot_id: str, token: int | None, reports: list[AttemptReport]
 ) -> list[Ack]:
     await _pilot(core, pilot_id, token)
     if not reports:
         return []
-    reps = [_report(r, core.settings.max_result_bytes) for r in reports]
+    reps = [wms_attempts.admit(r, core.settings.limits) for r in reports]
     t = now()
     acks = await core.write(
         lambda conn, wake: wms_attempts.complete(conn, pilot_id, reps, t, core.settings.retry, wake)
@@ -124,7 +102,7 @@ async def _complete(
 
 @router.post("/pilots/{pilot_id}/claim", response_class=JSON)
 async def claim(
-    pilot_id: str, body: ClaimIn, request: Request, core: CoreDep, who: PrincipalDep
+    pilot_id: str, body: ClaimRequest, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
     """Report finished attempts, then take up to ``max_jobs`` jobs; if none fit, wait up to ``wait_s`` for some.
 
@@ -132,15 +110,18 @@ async def claim(
     costs the database one commit per job it finishes.
     """
     queues = await _pilot(core, pilot_id, _pilot_scope(who))
-    reps = [_report(r, core.settings.max_result_bytes) for r in body.reports]
+    reps = [wms_attempts.admit(r, core.settings.limits) for r in body.reports]
     acks: list[Ack] = []
+    queued_drivers = 0
     core.metrics.claims.inc()
 
-    def run(conn: sa.Connection, wake: Any) -> list[wms_claims.Claimed] | bool:
-        nonlocal acks, reps
+    def run(conn: sa.Connection, wake: Any) -> list[Claimed] | bool:
+        nonlocal acks, reps, queued_drivers
         t = now()
         if reps:
             acks = wms_attempts.complete(conn, pilot_id, reps, t, core.settings.retry, wake)
+        if tries == 1:
+            wms_claims.set_parkable(conn, pilot_id, body.parkable, wake)
         got = wms_claims.claim(
             conn,
             pilot_id,
@@ -150,12 +131,21 @@ async def claim(
             max_drivers=body.max_drivers,
             prefetch=body.prefetch,
             wake=wake,
+            seen_seq=body.last_claim_seq,
+            policy=core.settings.retry,
         )
-        return True if got is None else got  # None: it may not claim, stop waiting
+        if got is None:
+            return True  # it may not claim: stop waiting
+        if not got and body.max_drivers:
+            # Its driver slots are taken by drivers that only wait: if drivers are queued,
+            # answer now, so that the pilot parks waiting ones and takes these.
+            queued_drivers = wms_claims.drivers_queued(conn, pilot_id, t)
+            return True if queued_drivers else got
+        return got
 
     tries = 0
 
-    async def attempt() -> list[wms_claims.Claimed] | bool:
+    async def attempt() -> list[Claimed] | bool:
         nonlocal reps, tries
         tries += 1
         got = await core.write(run)
@@ -175,14 +165,18 @@ async def claim(
             core.metrics.queue_wait.observe(c.waited_s)
     # "parked": nothing was claimable when it came; the pilot's next claim will likely wait
     # too, so it sends finished jobs' reports at once instead of holding them for that claim.
-    return JSON({"jobs": [_handed(core, c) for c in claimed], "acks": acks, "parked": tries > 1})
+    answer = ClaimAnswer(
+        jobs=[_handed(core, c) for c in claimed],
+        acks=acks,
+        parked=tries > 1,
+        drivers_queued=queued_drivers,
+    )
+    return JSON(answer)
 
 
-def _handed(core: Core, c: wms_claims.Claimed) -> dict[str, Any]:
-    out = asdict(c)
+def _handed(core: Core, c: Claimed) -> Claimed:
     # This attempt only: a driver acts for the workflow's owner, a job may report its progress.
-    out["token"] = auth.attempt_token(core.attempt_key, c.id, c.attempt)
-    return out
+    return replace(c, token=auth.attempt_token(core.attempt_key, c.id, c.attempt))
 
 
 @router.post("/pilots/{pilot_id}/reports", response_class=JSON)
@@ -193,36 +187,31 @@ async def reports(pilot_id: str, body: ReportsIn, core: CoreDep, who: PrincipalD
 
 @router.post("/pilots/{pilot_id}/attempts/{job_id}/{attempt}", response_class=JSON)
 async def report_one(
-    pilot_id: str, job_id: int, attempt: int, body: ReportIn, core: CoreDep, who: PrincipalDep
+    pilot_id: str, job_id: int, attempt: int, body: AttemptReport, core: CoreDep, who: PrincipalDep
 ) -> Any:
-    """One completion report: 200 when recorded (or a repeat), 409 for a stale attempt, 404 for an unknown one."""
+    """One completion report: 200 when recorded (or a repeat), 409 for a stale attempt, 404 for an
+    unknown one.  An oversize result is recorded as the attempt's failure, as in a batch."""
     if (body.job_id, body.attempt) != (job_id, attempt):
-        raise ApiError(422, "job_id/attempt in the body differ from the path", field="attempt")
-    if body.result is not None and len(body.result) > core.settings.max_result_bytes:
-        raise ApiError(
-            413,
-            f"result is {len(body.result)} bytes, the limit is {core.settings.max_result_bytes}",
-            field="result",
-        )
+        raise InvalidRequest("job_id/attempt in the body differ from the path", field="attempt")
     (ack,) = await _complete(core, pilot_id, _pilot_scope(who), [body])
     if ack is Ack.STALE:
-        raise ApiError(409, f"attempt {attempt} of job {job_id} is no longer current")
+        raise Conflict(f"attempt {attempt} of job {job_id} is no longer current")
     if ack is Ack.UNKNOWN:
-        raise ApiError(404, f"pilot {pilot_id} has no attempt {attempt} of job {job_id}")
+        raise NotFound(f"pilot {pilot_id} has no attempt {attempt} of job {job_id}")
     return JSON({"ack": ack})
 
 
 @router.post("/pilots/{pilot_id}/heartbeat", response_class=JSON)
 async def heartbeat(
-    pilot_id: str, body: HeartbeatIn, request: Request, core: CoreDep, who: PrincipalDep
+    pilot_id: str, body: Heartbeat, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
     """Liveness plus reconciliation; the answer carries commands (kill, drain), held up to ``wait_s`` until there are some."""
     token = _pilot_scope(who)
-    known = [wms_pilots.Known(k.job_id, k.attempt, k.killing) for k in body.known]
+    known = body.known
 
     first = True
 
-    async def beat() -> wms_pilots.Commands:
+    async def beat() -> PilotCommands:
         # Reconcile once, with the snapshot the pilot just sent; re-checks only look for commands.
         nonlocal first
         if not first:
@@ -230,19 +219,18 @@ async def heartbeat(
                 lambda conn: wms_pilots.commands(conn, pilot_id, known, body.draining)
             )
         first = False
-        t = now()
 
-        def run(conn: sa.Connection, wake: Any) -> wms_pilots.Commands:
+        def run(conn: sa.Connection, wake: Any) -> PilotCommands:
             return wms_pilots.heartbeat(
                 conn,
                 pilot_id,
                 known,
                 body.last_claim_seq,
                 body.draining,
-                t,
+                now(),  # when the transaction runs: the pilot is alive at least until then
                 core.settings.retry,
                 wake,
-                grace_s=core.settings.heartbeat_timeout_s,
+                grace_s=core.settings.unseen_grace_s,
             )
 
         return await core.write(run)
@@ -250,15 +238,66 @@ async def heartbeat(
     await _pilot(core, pilot_id, token)
     wait = min(body.wait_s, core.settings.heartbeat_interval_s)
     commands = await core.notifier.poll([command_topic(pilot_id)], wait, beat, request.receive)
-    return JSON({"kill": commands.kill, "drain": commands.drain})
+    return JSON(commands)
+
+
+@router.put("/pilots/{pilot_id}/parkable", response_class=JSON)
+async def parkable(pilot_id: str, body: ParkableIn, core: CoreDep, who: PrincipalDep) -> Any:
+    """How many of the pilot's drivers only wait (a claim it has out may then take a queued
+    driver, once it parks one of them)."""
+    await _pilot(core, pilot_id, _pilot_scope(who))
+    await core.write(
+        lambda conn, wake: wms_claims.set_parkable(conn, pilot_id, body.parkable, wake)
+    )
+    return JSON({"ok": True})
+
+
+@router.post("/pilots/{pilot_id}/park", response_class=JSON)
+async def park(pilot_id: str, body: ParkRequest, core: CoreDep, who: PrincipalDep) -> Any:
+    """Park one of this pilot's workflow drivers, which waits for ``wait``: it gives its driver
+    slot up and keeps its process.  ``{"parked": false}`` when it no longer runs."""
+    await _pilot(core, pilot_id, _pilot_scope(who))
+    t = now()
+    parked = await core.write(
+        lambda conn, wake: parking.park(
+            conn, pilot_id, body.job_id, body.attempt, body.wait, t, wake
+        )
+    )
+    return JSON({"parked": parked})
+
+
+@router.post("/pilots/{pilot_id}/unpark", response_class=JSON)
+async def unpark(
+    pilot_id: str, body: UnparkRequest, request: Request, core: CoreDep, who: PrincipalDep
+) -> Any:
+    """A parked driver's wait is over: it runs again as soon as a driver slot is free on this
+    pilot (held up to ``wait_s``).  ``state``: ``running``, ``ready`` (still waiting for a
+    slot: ask again) or ``gone`` (cancelled; the pilot is told to stop it)."""
+    await _pilot(core, pilot_id, _pilot_scope(who))
+    t = now()
+    first = await core.write(
+        lambda conn, wake: parking.unpark(conn, pilot_id, body.job_id, body.attempt, t, wake)
+    )
+    if first != "ready" or body.wait_s <= 0:
+        return JSON({"state": first})
+
+    async def check() -> str | None:
+        got = await core.read(lambda conn: parking.state(conn, body.job_id, body.attempt))
+        return None if got == "ready" else got
+
+    topics = [driver_topic(body.job_id)]
+    got = await core.notifier.poll(topics, body.wait_s, check, request.receive)
+    return JSON({"state": got or "ready"})
 
 
 @router.post("/pilots/{pilot_id}/logs", response_class=JSON)
 async def logs(pilot_id: str, body: LogsIn, core: CoreDep, who: PrincipalDep) -> Any:
     await _pilot(core, pilot_id, _pilot_scope(who))
-    chunks = [LogChunk(**c.model_dump()) for c in body.chunks]
     t = now()
-    await core.write(lambda conn, wake: wms_attempts.append_logs(conn, pilot_id, chunks, t, wake))
+    limit = core.settings.limits.max_log_bytes
+    await core.write(
+        lambda conn, wake: wms_attempts.append_logs(conn, pilot_id, body.chunks, t, wake, limit)
+    )
     return JSON({"ok": True})
 
 
