@@ -144,7 +144,8 @@ class Pilot:
             now=time.monotonic(),
         )
         self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)  # the claimer's and reporter's boxes
+        self.claim_ready = threading.Condition(self.lock)  # the claimer's box was filled
+        self.report_ready = threading.Condition(self.lock)  # the reporter's box was filled
         self.clock = threading.Condition(self.lock)  # an earlier deadline for the clock
         self.clock_at = 0.0  # when the clock thread wakes next
         self.claim_box: ClaimRequest | None = None  # the claimer's next request
@@ -164,7 +165,7 @@ class Pilot:
         """Hand ``event`` to the core and carry out what it decides."""
         kills: list[core.Kill] = []
         go: list[tuple[int, int]] = []
-        with self.changed:
+        with self.lock:
             was_draining = self.core.draining
             instructions = self.core.handle(event)
             if log.isEnabledFor(logging.DEBUG) and not isinstance(event, core.Tick):
@@ -172,8 +173,10 @@ class Pilot:
             for ins in instructions:
                 if isinstance(ins, core.Claim):
                     self.claim_box = ins.request
+                    self.claim_ready.notify()
                 elif isinstance(ins, core.SendReports):
                     self.report_box = ins.reports
+                    self.report_ready.notify()
                 elif isinstance(ins, core.Start):
                     self.runners.submit(self._run, ins.job)
                 elif isinstance(ins, core.Kill):
@@ -189,10 +192,10 @@ class Pilot:
                 elif isinstance(ins, core.Exit):
                     self.failure = ins.failure
                     self.exit.set()
-            self.changed.notify_all()
-            wake = self.core.wake_at()
-            if wake is not None and wake < self.clock_at:
-                self.clock.notify()
+            if self.clock_at > 0:  # the clock sleeps: wake it if something is due earlier
+                wake = self.core.wake_at()
+                if wake is not None and wake < self.clock_at:
+                    self.clock.notify()
             tell = self.core.draining and not was_draining
         if tell:  # the server stops handing us work at once, and our claim in flight returns
             threading.Thread(target=self._tell_draining, name="drain", daemon=True).start()
@@ -287,8 +290,9 @@ class Pilot:
 
     def _shutdown(self) -> None:
         self.stopped.set()
-        with self.changed:
-            self.changed.notify_all()
+        with self.lock:
+            self.claim_ready.notify_all()
+            self.report_ready.notify_all()
             self.clock.notify_all()
         self.runners.shutdown(wait=True)
         self.driver_ops.shutdown(wait=False, cancel_futures=True)
@@ -306,11 +310,11 @@ class Pilot:
 
     def _claim_loop(self) -> None:
         while True:
-            with self.changed:
+            with self.lock:
                 while self.claim_box is None:
                     if self.stopped.is_set():
                         return
-                    self.changed.wait()
+                    self.claim_ready.wait()
                 request, self.claim_box = self.claim_box, None
             try:
                 answer = self.api.claim(request)
@@ -327,11 +331,11 @@ class Pilot:
 
     def _report_loop(self) -> None:
         while True:
-            with self.changed:
+            with self.lock:
                 while self.report_box is None:
                     if self.stopped.is_set():
                         return
-                    self.changed.wait()
+                    self.report_ready.wait()
                 reports, self.report_box = self.report_box, None
             try:
                 acks = self.api.report(reports)

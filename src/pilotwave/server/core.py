@@ -34,6 +34,9 @@ class Core:
         self.metrics = Metrics(db)
         self.tokens = auth.TokenCache()
         self.pilots: dict[str, tuple[int, tuple[str, ...]]] = {}  # id -> (token id, queues)
+        # Each pilot's drivers that only wait, as last written (a claim asks the database
+        # for queued drivers only for a pilot that has some: the hot path stays lean).
+        self.parkable: dict[str, int] = {}
         self.inline = not db.is_postgres
         self.bridge = PgBridge(db.url, self.notifier) if db.is_postgres else None
         with db.write() as conn:

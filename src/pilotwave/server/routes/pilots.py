@@ -120,7 +120,7 @@ async def claim(
         t = now()
         if reps:
             acks = wms_attempts.complete(conn, pilot_id, reps, t, core.settings.retry, wake)
-        if tries == 1:
+        if tries == 1 and core.parkable.get(pilot_id) != body.parkable:
             wms_claims.set_parkable(conn, pilot_id, body.parkable, wake)
         got = wms_claims.claim(
             conn,
@@ -136,7 +136,7 @@ async def claim(
         )
         if got is None:
             return True  # it may not claim: stop waiting
-        if not got and body.max_drivers:
+        if not got and body.max_drivers and body.parkable:
             # Its driver slots are taken by drivers that only wait: if drivers are queued,
             # answer now, so that the pilot parks waiting ones and takes these.
             queued_drivers = wms_claims.drivers_queued(conn, pilot_id, t)
@@ -149,6 +149,8 @@ async def claim(
         nonlocal reps, tries
         tries += 1
         got = await core.write(run)
+        if tries == 1:  # committed: later claims skip the write while it stays the same
+            core.parkable[pilot_id] = body.parkable
         if reps:
             _count(core, reps, acks)
             reps = []  # recorded: re-checks after a wake-up only claim
@@ -249,6 +251,7 @@ async def parkable(pilot_id: str, body: ParkableIn, core: CoreDep, who: Principa
     await core.write(
         lambda conn, wake: wms_claims.set_parkable(conn, pilot_id, body.parkable, wake)
     )
+    core.parkable[pilot_id] = body.parkable
     return JSON({"ok": True})
 
 
