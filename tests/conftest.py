@@ -14,7 +14,9 @@ from pilotwave.store.pgcluster import PostgresCluster
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # test job modules (tests/jobs_*.py) import as top-level modules
 
-from harness import Q, running_cluster  # noqa: E402  (after the path is set)
+from harness import Api, Q, in_process_api, running_cluster  # noqa: E402  (after the path is set)
+
+from pilotwave.protocol import Limits  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +54,11 @@ def cluster(pw_home: Path) -> Iterator[Any]:
     """A real server (SQLite) and two pilots with two slots each, with the SDK connected to it."""
     with running_cluster(pw_home) as c:
         yield c
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    """The REST API in process, on SQLite, with small limits (``harness.Api``)."""
+    limits = Limits(max_request_bytes=64 * 1024, max_blob_bytes=32 * 1024, max_result_bytes=1000)
+    with in_process_api(tmp_path, limits) as api:
+        yield api

@@ -26,6 +26,7 @@ from pilotwave.protocol import (
     Claimed,
     Gpu,
     JobOptions,
+    Limits,
     PilotInfo,
 )
 from pilotwave.provision.local import LocalCluster
@@ -272,9 +273,10 @@ def kill_a_work_pilot(client: Any, run: Any, started: Callable[[], bool]) -> Non
 
 
 def second_server(
-    home: Path, db: str, server_args: list[str] | None = None
+    home: Path, db: str, server_args: list[str] | None = None, *, key_from: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Another server process on the same database; returns it and its URL."""
+    """Another server process on the same database, sharing the attempt key of the server
+    whose home is ``key_from``; returns it and its URL."""
     home.mkdir(parents=True)
     env = {**os.environ, "PILOTWAVE_HOME": str(home)}
     proc = subprocess.Popen(
@@ -288,6 +290,8 @@ def second_server(
             "--db",
             db,
             *(server_args or FAST_SERVER),
+            "--attempt-key-file",
+            str(key_from / "attempt-key"),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -331,3 +335,86 @@ def evil(kind: str) -> bytes:
             info.type = tarfile.CHRTYPE
             t.addfile(info)
     return buf.getvalue()
+
+
+# -- the REST API in process ------------------------------------------------------------
+
+SHELL = {"kind": "shell", "argv": ["true"]}
+
+
+class Api:
+    """A client of an in-process server (``create_app`` + ``TestClient``) with helpers for tokens."""
+
+    def __init__(self, client: Any, admin: str) -> None:
+        self.c = client
+        self.admin = admin
+        self._users: set[str] = set()
+
+    def h(self, token: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"} if token else {}
+
+    def post(self, path: str, body: Any = None, token: str | None = "admin", **kw: Any) -> Any:
+        return self.c.post(
+            path, json=body if body is not None else {}, headers=self.h(self._t(token)), **kw
+        )
+
+    def get(self, path: str, token: str | None = "admin", **kw: Any) -> Any:
+        return self.c.get(path, headers=self.h(self._t(token)), **kw)
+
+    def _t(self, token: str | None) -> str | None:
+        return self.admin if token == "admin" else token
+
+    def token(self, user: str, role: str = "user", queues: list[str] | None = None) -> str:
+        if role != "pilot" or user not in self._users:
+            r = self.post("/api/v1/admin/users", {"name": user})
+            assert r.status_code in (201, 409)
+            self._users.add(user)
+        r = self.post("/api/v1/admin/tokens", {"user": user, "role": role, "queues": queues})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]  # type: ignore[no-any-return]
+
+    def pilot(self, token: str, queues: list[str] | None = None, **kw: Any) -> str:
+        body = {
+            "name": "p",
+            "hostname": "h",
+            "queues": queues or ["default"],
+            "cores": 4,
+            "memory_mb": 1000,
+            "slots": 4,
+            **kw,
+        }
+        r = self.post("/api/v1/pilots", body, token=token)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]  # type: ignore[no-any-return]
+
+
+def claim_one(api: Api, pilot_tok: str, pid: str) -> dict[str, Any]:
+    r = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 1}, token=pilot_tok)
+    assert r.status_code == 200, r.text
+    (job,) = r.json()["jobs"]
+    return job  # type: ignore[no-any-return]
+
+
+FLOW = {"function": {"module": "flows", "qualname": "flow"}, "kwargs": {"n": 1}}
+
+
+def claim_driver(
+    api: Api, ptok: str, queues: list[str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    pid = api.pilot(ptok, queues, driver_slots=1)
+    r = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 0, "max_drivers": 1}, token=ptok)
+    (job,) = r.json()["jobs"]
+    return pid, job
+
+
+@contextmanager
+def in_process_api(home: Path, limits: Limits | None = None, **settings: Any) -> Iterator[Api]:
+    """A server app in this process on SQLite under ``home``."""
+    from fastapi.testclient import TestClient
+
+    from pilotwave.server.app import create_app
+    from pilotwave.server.settings import Settings
+
+    app = create_app(Settings(home=home, limits=limits or Limits(), **settings))
+    with TestClient(app) as client:
+        yield Api(client, app.state.admin_token)

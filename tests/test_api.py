@@ -10,65 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from harness import FLOW, SHELL, Api, claim_driver, claim_one
 
 from pilotwave.protocol import Limits
 from pilotwave.server.app import create_app
 from pilotwave.server.settings import Settings
-
-SHELL = {"kind": "shell", "argv": ["true"]}
-
-
-class Api:
-    def __init__(self, client: TestClient, admin: str) -> None:
-        self.c = client
-        self.admin = admin
-        self._users: set[str] = set()
-
-    def h(self, token: str | None) -> dict[str, str]:
-        return {"authorization": f"Bearer {token}"} if token else {}
-
-    def post(self, path: str, body: Any = None, token: str | None = "admin", **kw: Any) -> Any:
-        return self.c.post(
-            path, json=body if body is not None else {}, headers=self.h(self._t(token)), **kw
-        )
-
-    def get(self, path: str, token: str | None = "admin", **kw: Any) -> Any:
-        return self.c.get(path, headers=self.h(self._t(token)), **kw)
-
-    def _t(self, token: str | None) -> str | None:
-        return self.admin if token == "admin" else token
-
-    def token(self, user: str, role: str = "user", queues: list[str] | None = None) -> str:
-        if role != "pilot" or user not in self._users:
-            r = self.post("/api/v1/admin/users", {"name": user})
-            assert r.status_code in (201, 409)
-            self._users.add(user)
-        r = self.post("/api/v1/admin/tokens", {"user": user, "role": role, "queues": queues})
-        assert r.status_code == 201, r.text
-        return r.json()["token"]  # type: ignore[no-any-return]
-
-    def pilot(self, token: str, queues: list[str] | None = None, **kw: Any) -> str:
-        body = {
-            "name": "p",
-            "hostname": "h",
-            "queues": queues or ["default"],
-            "cores": 4,
-            "memory_mb": 1000,
-            "slots": 4,
-            **kw,
-        }
-        r = self.post("/api/v1/pilots", body, token=token)
-        assert r.status_code == 201, r.text
-        return r.json()["id"]  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    limits = Limits(max_request_bytes=64 * 1024, max_blob_bytes=32 * 1024, max_result_bytes=1000)
-    settings = Settings(home=tmp_path, limits=limits)
-    app = create_app(settings)
-    with TestClient(app) as client:
-        yield Api(client, app.state.admin_token)
 
 
 def test_missing_or_unknown_token_is_401(api: Api) -> None:
@@ -243,25 +189,18 @@ def test_users_cannot_download_raw_blobs(api: Api) -> None:
     assert api.get(f"/api/v1/blobs/{sha}", token=alice).status_code == 403
 
 
-def _claim_one(api: Api, pilot_tok: str, pid: str) -> dict[str, Any]:
-    r = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 1}, token=pilot_tok)
-    assert r.status_code == 200, r.text
-    (job,) = r.json()["jobs"]
-    return job  # type: ignore[no-any-return]
-
-
 def test_stale_attempt_report_is_refused_with_409(api: Api) -> None:
     ptok = api.token("ops", role="pilot", queues=["default"])
     api.post("/api/v1/jobs", {"jobs": [{**SHELL, "max_attempts": 3}]})
     p1, p2 = api.pilot(ptok), api.pilot(ptok)
-    job = _claim_one(api, ptok, p1)
+    job = claim_one(api, ptok, p1)
     # p1 hands the job back (drain); p2 takes attempt 2.
     report = {"job_id": job["id"], "attempt": 1, "outcome": "killed", "error": "drain"}
     assert (
         api.post(f"/api/v1/pilots/{p1}/attempts/{job['id']}/1", report, token=ptok).status_code
         == 200
     )
-    job2 = _claim_one(api, ptok, p2)
+    job2 = claim_one(api, ptok, p2)
     assert job2["attempt"] == 2
     late = {"job_id": job["id"], "attempt": 1, "outcome": "succeeded", "result": "1"}
     r = api.post(f"/api/v1/pilots/{p1}/attempts/{job['id']}/1", late, token=ptok)
@@ -272,7 +211,7 @@ def test_repeated_completion_report_is_idempotent(api: Api) -> None:
     ptok = api.token("ops", role="pilot", queues=["default"])
     api.post("/api/v1/jobs", {"jobs": [SHELL]})
     pid = api.pilot(ptok)
-    job = _claim_one(api, ptok, pid)
+    job = claim_one(api, ptok, pid)
     rep = {"job_id": job["id"], "attempt": 1, "outcome": "succeeded", "result": '{"v": 1}'}
     url = f"/api/v1/pilots/{pid}/attempts/{job['id']}/1"
     assert api.post(url, rep, token=ptok).json() == {"ack": "accepted"}
@@ -353,7 +292,7 @@ def test_logs_are_stored_in_order_and_resends_ignored(api: Api) -> None:
     ptok = api.token("ops", role="pilot", queues=["default"])
     (jid,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}).json()["ids"]
     pid = api.pilot(ptok)
-    _claim_one(api, ptok, pid)
+    claim_one(api, ptok, pid)
     chunks = [
         {"job_id": jid, "attempt": 1, "pos": 0, "data": "hello ", "nbytes": 6},
         {"job_id": jid, "attempt": 1, "pos": 6, "data": "world\n", "nbytes": 6},
@@ -404,16 +343,6 @@ def test_bad_user_names_and_duplicate_users_are_refused(api: Api) -> None:
     )
 
 
-FLOW = {"function": {"module": "flows", "qualname": "flow"}, "kwargs": {"n": 1}}
-
-
-def _claim_driver(api: Api, ptok: str) -> tuple[str, dict[str, Any]]:
-    pid = api.pilot(ptok, driver_slots=1)
-    r = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 0, "max_drivers": 1}, token=ptok)
-    (job,) = r.json()["jobs"]
-    return pid, job
-
-
 def test_workflows_are_validated_owned_and_404_when_unknown(api: Api) -> None:
     alice, bob = api.token("alice"), api.token("bob")
     r = api.post("/api/v1/workflows", {"function": {"qualname": "f"}}, token=alice)
@@ -443,7 +372,7 @@ def test_only_the_current_driver_attempt_records_commands(api: Api) -> None:
         == 403
     )
     ptok = api.token("ops", role="pilot", queues=["default"])
-    pid, job = _claim_driver(api, ptok)
+    pid, job = claim_driver(api, ptok)
     driver = job["token"]
     assert job["kind"] == "driver" and driver.startswith("pwd_")
     ok = api.post(f"/api/v1/workflows/{wid}/commands", {"commands": [cmd]}, token=driver)
@@ -470,12 +399,12 @@ def test_job_reports_take_the_attempts_own_token_and_a_drivers_answer(api: Api) 
     alice, bob = api.token("alice"), api.token("bob")
     ptok = api.token("ops", role="pilot", queues=["default"])
     wid = api.post("/api/v1/workflows", FLOW, token=alice).json()["id"]
-    _, driver_job = _claim_driver(api, ptok)
+    _, driver_job = claim_driver(api, ptok)
     driver = driver_job["token"]
     ids = api.post("/api/v1/jobs", {"jobs": [SHELL, SHELL]}, token=alice).json()["ids"]
     pid = api.pilot(ptok)
-    job = _claim_one(api, ptok, pid)
-    other = _claim_one(api, ptok, pid)
+    job = claim_one(api, ptok, pid)
+    other = claim_one(api, ptok, pid)
     assert {job["id"], other["id"]} == set(ids)
     token, path = job["token"], f"/api/v1/jobs/{job['id']}/reports"
     step0 = {"attempt": job["attempt"], "step": 0, "value": 0.5}
@@ -531,7 +460,7 @@ def test_a_driver_publishes_progress_shown_with_the_workflow(api: Api) -> None:
     alice = api.token("alice")
     wid = api.post("/api/v1/workflows", FLOW, token=alice).json()["id"]
     ptok = api.token("ops", role="pilot", queues=["default"])
-    _, job = _claim_driver(api, ptok)
+    _, job = claim_driver(api, ptok)
     put = api.c.put
     url = f"/api/v1/workflows/{wid}/progress"
     r = put(url, json={"progress": {"done": 3}}, headers=api.h(job["token"]))

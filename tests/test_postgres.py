@@ -64,7 +64,7 @@ def two_servers(pw_home: Path, postgres: Any, tmp_path: Path) -> Any:
     """A cluster without pilots, and the URL of a second server on the same database."""
     db = postgres.new_database()
     with running_cluster(pw_home, pilots=0, db=db, server_args=PATIENT_SERVER) as c:
-        other, url = second_server(tmp_path / "home-b", db, PATIENT_SERVER)
+        other, url = second_server(tmp_path / "home-b", db, PATIENT_SERVER, key_from=pw_home)
         try:
             yield c, url
         finally:

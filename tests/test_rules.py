@@ -134,3 +134,23 @@ def test_slots_cap_the_number_of_jobs() -> None:
     jobs = [Demand(i, 1, cores=0) for i in range(10)]
     assert len(select(jobs, cap(slots=3, cores=100))) == 3
     assert len(select(jobs, cap(slots=10, cores=100), limit=4)) == 4
+
+
+def test_gpu_model_globs_are_found_anywhere_in_the_name_without_case() -> None:
+    from pilotwave.protocol.globs import glob_search
+
+    name = "NVIDIA A100-SXM4-80GB"
+    assert glob_search("a100", name) and glob_search("T4|A100", name)
+    assert glob_search("A100*80GB", name) and glob_search("A?00", name)
+    assert not glob_search("A100*40GB", name) and not glob_search("H100", name)
+    assert glob_search("*", "") and not glob_search("?", "")
+
+
+def test_gpu_model_constraints_are_globs_not_regular_expressions() -> None:
+    from pilotwave.protocol.globs import check_glob, glob_search
+
+    for bomb in ["(a+)+$", "^A100", "[AH]100", r"A\d+", "A100||H100", ""]:
+        with pytest.raises(ValueError):
+            check_glob(bomb)
+    # The glob form of a backtracking bomb runs in len(pattern) * len(text) steps.
+    assert not glob_search("*a" * 90 + "b", "a" * 10_000)

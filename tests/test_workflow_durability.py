@@ -52,7 +52,7 @@ def test_two_servers_on_one_postgres_serve_pilots_and_drivers(
 ) -> None:
     db = postgres.new_database()
     with running_cluster(pw_home, pilots=0, db=db) as c:
-        other, other_url = second_server(tmp_path / "home-b", db)
+        other, other_url = second_server(tmp_path / "home-b", db, key_from=pw_home)
         try:
             # Drivers and jobs spread over pilots of both servers; every hop between them is
             # a notification relayed through the database.

@@ -88,6 +88,13 @@ def server(
         float,
         typer.Option(help="Back-off before the first retry of a failed job, doubling each time."),
     ] = 2.0,
+    attempt_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Key that signs job and driver tokens (default: attempt-key under the home, "
+            "created 0600). Every server of one database needs the same file."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run the pilotwave server (REST API, job queue, reaper) in the foreground."""
@@ -102,14 +109,51 @@ def server(
         heartbeat_interval_s=heartbeat_interval,
         heartbeat_timeout_s=heartbeat_timeout or 3 * heartbeat_interval,
         retry=RetryPolicy(backoff_base_s=retry_backoff),
+        attempt_key_file=attempt_key_file,
     )
     serve(settings, host=host, port=port, log_level="warning" if log_level != "debug" else "info")
+
+
+def _pilot_token(path: Path | None) -> str:
+    """The pilot's token: from ``path`` (which others must not be able to read), else from
+    ``PILOTWAVE_TOKEN``, which is then dropped from this process's environment."""
+    if path is not None:
+        try:
+            mode = path.stat().st_mode
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {path}: {exc.strerror}", param_hint="--token-file"
+            ) from None
+        if mode & 0o077:
+            raise typer.BadParameter(
+                f"{path} is readable by other users (mode {mode & 0o777:o}): chmod 600 {path}",
+                param_hint="--token-file",
+            )
+        if not text:
+            raise typer.BadParameter(f"{path} is empty", param_hint="--token-file")
+        return text
+    text = os.environ.pop("PILOTWAVE_TOKEN", "").strip()
+    if not text:
+        raise typer.BadParameter(
+            "no token: pass --token-file FILE (chmod 600) or set PILOTWAVE_TOKEN",
+            param_hint="--token-file",
+        )
+    return text
 
 
 @app.command()
 def pilot(
     server: Annotated[str, typer.Option(help="Server URL.", envvar="PILOTWAVE_URL")],
-    token: Annotated[str, typer.Option(help="Pilot (or admin) token.", envvar="PILOTWAVE_TOKEN")],
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the pilot (or admin) token, readable only by you (chmod 600). "
+            "Or set PILOTWAVE_TOKEN.",
+            envvar="PILOTWAVE_TOKEN_FILE",
+        ),
+    ] = None,
+    token: Annotated[str | None, typer.Option(hidden=True)] = None,
     queue: Annotated[
         list[str], typer.Option(help="Queue to serve (repeat for several; * for all).")
     ] = ["default"],  # noqa: B006
@@ -158,13 +202,38 @@ def pilot(
         Path | None, typer.Option(help="Scratch directory for jobs (default: a temporary one).")
     ] = None,
     name: Annotated[str, typer.Option(help="Pilot name shown by the server.")] = "",
+    sandbox_cache_mb: Annotated[
+        int,
+        typer.Option(
+            help="Unpacked sandboxes kept for later jobs, in MB; the least recently used go first."
+        ),
+    ] = 10240,
+    pass_env: Annotated[
+        list[str],
+        typer.Option(
+            help="Also give jobs these variables of the pilot's environment (a glob; repeat). "
+            "Jobs always get PATH, HOME, locale, proxies and CA bundles, never PILOTWAVE_*."
+        ),
+    ] = [],  # noqa: B006
     log_level: Annotated[str, typer.Option(help="debug, info, warning.")] = "info",
 ) -> None:
     """Run a pilot: register this machine's resources and run jobs from the server."""
     from pilotwave.pilot import resources
     from pilotwave.pilot.agent import Pilot, PilotConfig
+    from pilotwave.pilot.environment import check_pass_env
 
     _setup_logging(log_level)
+    if token is not None:
+        raise typer.BadParameter(
+            "every process on this machine can read a command line: put the token in a file "
+            "only you can read and pass --token-file, or set PILOTWAVE_TOKEN",
+            param_hint="--token",
+        )
+    secret = _pilot_token(token_file)
+    try:
+        passed = check_pass_env(pass_env)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pass-env") from None
     try:
         gpus = (
             [resources.parse_gpu(g, i) for i, g in enumerate(gpu)]
@@ -176,7 +245,9 @@ def pilot(
     n_cores = cores or resources.cores()
     cfg = PilotConfig(
         server=server,
-        token=token,
+        token=secret,
+        pass_env=passed,
+        sandbox_cache_bytes=sandbox_cache_mb * 1024 * 1024,
         queues=[q for qs in queue for q in qs.split(",") if q],
         labels=[x for x in labels.split(",") if x],
         cores=n_cores,

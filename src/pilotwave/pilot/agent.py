@@ -39,9 +39,10 @@ from pilotwave.errors import ApiError, PilotwaveError, SandboxError
 from pilotwave.pilot import core
 from pilotwave.pilot.api import PilotApi
 from pilotwave.pilot.core import CoreConfig, PilotCore
+from pilotwave.pilot.environment import PER_JOB, job_environment
 from pilotwave.pilot.executors import Outcome, ShellRun, Worker, WorkerPool
 from pilotwave.pilot.logtail import LogTail
-from pilotwave.pilot.sandboxes import SandboxCache
+from pilotwave.pilot.sandboxes import DEFAULT_CACHE_BYTES, SandboxCache
 from pilotwave.protocol import (
     FUNCTION,
     Ack,
@@ -60,7 +61,7 @@ from pilotwave.protocol import (
     Wait,
 )
 from pilotwave.protocol.limits import LOG_CHUNK_BYTES
-from pilotwave.protocol.wire import DriverNote, wait_of
+from pilotwave.protocol.wire import DriverNote, check_artifact_name, wait_of
 
 log = logging.getLogger("pilotwave.pilot")
 
@@ -79,6 +80,9 @@ class PilotConfig(CoreConfig):
     workdir: Path | None = None
     cache: Path | None = None
     name: str = ""
+    pass_env: list[str] = field(default_factory=list)
+    sandbox_cache_bytes: int = DEFAULT_CACHE_BYTES
+    """Globs of the pilot's own variables that jobs also get (``environment.PASSED`` always)."""
 
 
 def _brief(obj: Any) -> str:
@@ -129,8 +133,10 @@ class Pilot:
             / "cache"
             / "sandboxes"
         )
-        self.sandboxes = SandboxCache(cache, self.api.blob)
         self.pool = WorkerPool(self.workdir, max_idle=cfg.slots)
+        self.sandboxes = SandboxCache(
+            cache, self.api.blob, max_bytes=cfg.sandbox_cache_bytes, on_evict=self.pool.forget
+        )
         self.runners = ThreadPoolExecutor(
             max_workers=cfg.slots + cfg.driver_slots + cfg.warm_drivers + 4,
             thread_name_prefix="runner",
@@ -301,6 +307,7 @@ class Pilot:
         except PilotwaveError as exc:
             log.warning("could not deregister: %s", exc)
         self.pool.shutdown()
+        self.sandboxes.close()
         self.api.close()
         if self.cfg.workdir is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -463,25 +470,36 @@ class Pilot:
         return task is not None and task.kill_reason is not None
 
     def _execute(self, job: Claimed, jobdir: Path) -> Outcome:
+        box = self.sandboxes.acquire(job.sandbox) if job.sandbox else None
+        try:
+            return self._execute_in(job, jobdir, box)
+        finally:
+            if box is not None:
+                self.sandboxes.release(box)
+
+    def _execute_in(self, job: Claimed, jobdir: Path, box: Path | None) -> Outcome:
         spec = orjson.loads(job.spec)
-        box = self.sandboxes.get(job.sandbox) if job.sandbox else None
         outputs = jobdir / "outputs"
         outputs.mkdir()
-        env = dict(os.environ)
-        env.update(
-            CUDA_VISIBLE_DEVICES=",".join(str(g) for g in job.gpus),
-            PILOTWAVE_JOB_ID=str(job.id),
-            PILOTWAVE_ATTEMPT=str(job.attempt),
-            PILOTWAVE_OUTPUTS=str(outputs),
-            PILOTWAVE_CORES=str(job.cores),
-            PILOTWAVE_SERVER=self.cfg.server,
-            PILOTWAVE_JOB_TOKEN=job.token,
-            PILOTWAVE_DECISIONS="1" if spec.get("decisions") else "0",
-            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(job.cores)),
-        )
+        own = {
+            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in job.gpus),
+            "PILOTWAVE_JOB_ID": str(job.id),
+            "PILOTWAVE_ATTEMPT": str(job.attempt),
+            "PILOTWAVE_OUTPUTS": str(outputs),
+            "PILOTWAVE_CORES": str(job.cores),
+            "PILOTWAVE_SERVER": self.cfg.server,
+            "PILOTWAVE_JOB_TOKEN": job.token,
+            "PILOTWAVE_DECISIONS": "1" if spec.get("decisions") else "0",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(job.cores)),
+            # Nothing is written into the shared sandbox: a .pyc left there would change
+            # what the next job runs (and the sandbox check would unpack it anew each time).
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "TMPDIR": str(jobdir / "tmp"),
+        }
+        (jobdir / "tmp").mkdir(exist_ok=True)
         if job.kind == "shell":
-            env.update(spec.get("env") or {})
-            env["PYTHONUNBUFFERED"] = "1"
+            own["PYTHONUNBUFFERED"] = "1"
+            env = job_environment(os.environ, own, spec.get("env"), self.cfg.pass_env)
             run = ShellRun(spec["argv"], box or jobdir, env, jobdir / "output.log")
             with self.lock:
                 self.executions[job.key] = run
@@ -491,8 +509,13 @@ class Pilot:
                 run.kill()
             return run.wait()
         if box is not None:
-            env["PILOTWAVE_SANDBOX_SHA"] = job.sandbox or ""
-        key = (job.kind, str(box), tuple(job.gpus))
+            own["PILOTWAVE_SANDBOX_SHA"] = job.sandbox or ""
+        # The worker sets the per-job variables itself, for each job it runs.
+        own = {k: v for k, v in own.items() if k not in PER_JOB}
+        env = job_environment(os.environ, own, None, self.cfg.pass_env)
+        # One owner's warm process never runs another owner's job: module state, files it
+        # opened and anything it left in memory stay with the user who made them.
+        key = (job.owner, job.kind, str(box), tuple(job.gpus))
         # A driver gets a fresh process: module state left by another run must not make a
         # replay take a different path.
         fresh = job.isolate or job.is_driver
@@ -612,6 +635,12 @@ class Pilot:
         if not outputs.is_dir():
             return found
         for path in sorted(p for p in outputs.rglob("*") if p.is_file() and not p.is_symlink()):
+            name = path.relative_to(outputs).as_posix()
+            try:
+                check_artifact_name(name)
+            except ValueError as exc:  # the server would refuse the whole report
+                log.warning("artifact not uploaded: %s", exc)
+                continue
             data = path.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
             try:
@@ -619,7 +648,5 @@ class Pilot:
             except ApiError as exc:
                 log.warning("artifact %s not uploaded: %s", path.name, exc)
                 continue
-            found.append(
-                ArtifactRef(name=path.relative_to(outputs).as_posix(), sha256=sha, size=len(data))
-            )
+            found.append(ArtifactRef(name=name, sha256=sha, size=len(data)))
         return found

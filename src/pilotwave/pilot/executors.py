@@ -63,6 +63,7 @@ class Worker:
     ) -> None:
         Worker._seq += 1
         self.key = key
+        self.sandbox = sandbox
         self.name = f"w{Worker._seq}"
         self.log_path = workdir / f"{self.name}.log"
         parent, child = socket.socketpair()
@@ -217,6 +218,15 @@ class WorkerPool:
             while len(self._idle) > self.max_idle:
                 evict.append(self._idle.popitem(last=False)[1])
         for w in evict:
+            w.stop()
+
+    def forget(self, sandbox: Path) -> None:
+        """Stop the idle and spare workers started in ``sandbox`` (its folder is going away)."""
+        with self._lock:
+            idle = [k for k, w in self._idle.items() if w.sandbox == sandbox]
+            spare = [k for k, w in self._spares.items() if w.sandbox == sandbox]
+            workers = [self._idle.pop(k) for k in idle] + [self._spares.pop(k) for k in spare]
+        for w in workers:
             w.stop()
 
     def shutdown(self) -> None:

@@ -1,34 +1,175 @@
-"""Sandboxes on a pilot: downloaded once, checked, unpacked, and cached by hash for every later job."""
+"""Sandboxes on a pilot: downloaded once, checked, unpacked read-only, and kept by hash.
+
+Each pilot keeps its own cache folder (so one pilot's eviction never pulls a folder from
+under another's job), removes the folders of pilots that died, and holds the cache under a
+size cap: the least recently used sandbox no job is using goes first.  Before each job, the
+unpacked files are checked against what was unpacked (names, sizes, modification times): a
+sandbox a job changed is unpacked anew rather than handed, changed, to the next job.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import stat
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pilotwave.errors import SandboxError
 from pilotwave.sdk import sandbox
+from pilotwave.sdk.sandbox import UnpackLimits, remove_tree
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_BYTES = 10 * 1024 * 1024 * 1024
+Manifest = dict[str, tuple[int, int, int]]  # relative path -> (size, mtime_ns, mode)
 
 
+def snapshot(root: Path) -> Manifest:
+    """Every file and folder under ``root`` with its size, modification time and mode."""
+    out: Manifest = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            out[os.path.relpath(path, root)] = (
+                0 if stat.S_ISDIR(st.st_mode) else st.st_size,
+                0 if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns,
+                st.st_mode,
+            )
+    return out
+
+
+def make_read_only(root: Path) -> None:
+    """Take away every write permission (execute bits stay), deepest first."""
+    for dirpath, _dirs, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~0o222)
+        os.chmod(dirpath, 0o555)
+
+
+@dataclass
+class _Entry:
+    path: Path
+    size: int
+    manifest: Manifest
+    users: int = 0
+
+
+@dataclass
 class SandboxCache:
-    def __init__(self, root: Path, fetch: Callable[[str], bytes]) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.fetch = fetch
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+    root: Path
+    fetch: Callable[[str], bytes]
+    max_bytes: int = DEFAULT_CACHE_BYTES
+    limits: UnpackLimits = field(default_factory=UnpackLimits)
+    on_evict: Callable[[Path], None] | None = None
+    """Told of each evicted folder (the pilot stops idle workers started in it)."""
 
-    def get(self, sha256: str) -> Path:
-        """The unpacked sandbox directory; raises ``SandboxError`` for a corrupt or unsafe archive."""
-        dest = self.root / sha256
-        if dest.is_dir():
-            return dest
-        with self._locks[sha256]:
-            if dest.is_dir():
-                return dest
-            data = self.fetch(sha256)
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise SandboxError(f"sandbox {sha256[:12]} arrived corrupted (hash mismatch)")
-            sandbox.unpack(data, dest)
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _remove_dead_pilots(self.root)
+        self.dir = self.root / f"p{os.getpid()}"
+        remove_tree(self.dir)
+        self.dir.mkdir()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._by_path: dict[Path, _Entry] = {}
+        self._retired: dict[Path, _Entry] = {}  # changed by a job; removed when unused
+        self._lock = threading.Lock()
+        self._unpacking: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._seq = 0
+
+    def acquire(self, sha256: str) -> Path:
+        """The unpacked sandbox, held for a job until ``release``; raises ``SandboxError`` for
+        a corrupt, unsafe or oversize archive."""
+        with self._unpacking[sha256]:
+            with self._lock:
+                entry = self._entries.get(sha256)
+                if entry is not None:
+                    self._entries.move_to_end(sha256)
+                    entry.users += 1
+            if entry is not None:
+                if snapshot(entry.path) == entry.manifest:
+                    return entry.path
+                log.warning("sandbox %s was changed by a job: unpacking it again", sha256[:12])
+                with self._lock:
+                    del self._entries[sha256]  # out of the cache; gone when its jobs end
+                    self._retired[entry.path] = entry
+                self.release(entry.path)
+            return self._unpack(sha256)
+
+    def release(self, path: Path) -> None:
+        """A job is done with the sandbox at ``path``."""
+        with self._lock:
+            entry = self._by_path.get(path)
+            if entry is None:
+                return
+            entry.users = max(0, entry.users - 1)
+            gone = self._over_cap()
+            if entry.users == 0 and path in self._retired:
+                del self._retired[path], self._by_path[path]
+                gone.append(path)
+        for p in gone:
+            self._remove(p)
+
+    def close(self) -> None:
+        remove_tree(self.dir)
+
+    def _unpack(self, sha256: str) -> Path:
+        data = self.fetch(sha256)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise SandboxError(f"sandbox {sha256[:12]} arrived corrupted (hash mismatch)")
+        with self._lock:
+            self._seq += 1
+            dest = self.dir / f"{sha256[:16]}-{self._seq}"
+        size = sandbox.unpack(data, dest, self.limits)
+        make_read_only(dest)
+        entry = _Entry(dest, size, snapshot(dest), users=1)
+        with self._lock:
+            self._entries[sha256] = self._by_path[dest] = entry
+            evicted = self._over_cap()
+        for path in evicted:
+            self._remove(path)
         return dest
+
+    def _remove(self, path: Path) -> None:
+        if self.on_evict is not None:
+            self.on_evict(path)
+        remove_tree(path)
+
+    def _over_cap(self) -> list[Path]:
+        total = sum(e.size for e in self._entries.values())
+        out = []
+        for sha, entry in list(self._entries.items()):
+            if total <= self.max_bytes:
+                break
+            if entry.users == 0:
+                del self._entries[sha], self._by_path[entry.path]
+                total -= entry.size
+                out.append(entry.path)
+        return out
+
+
+def _remove_dead_pilots(root: Path) -> None:
+    """Cache folders of pilots that are gone (killed without cleaning up)."""
+    for d in root.glob("p*"):
+        try:
+            pid = int(d.name[1:])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            remove_tree(d)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -16,6 +16,8 @@ MAX_WATCH = 1_000_000
 """Jobs one watch (or one driver's wait) may cover."""
 LOG_CHUNK_BYTES = 256 * 1024
 """The most output a pilot ships in one log chunk."""
+MAX_DEPTH = 128
+"""How deeply JSON arguments, results and progress objects may nest."""
 ERROR_KEEP_BYTES = 32 * 1024
 """An error text over twice this keeps its head and tail, this much of each."""
 
@@ -45,8 +47,26 @@ class Limits:
         )
 
 
+def check_depth(value: object, field: str, limit: int = MAX_DEPTH) -> None:
+    """``ValueError`` naming ``field`` when lists and dicts in ``value`` nest deeper than ``limit``."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            item
+            for v in level
+            if isinstance(v, (list, dict))
+            for item in (v.values() if isinstance(v, dict) else v)
+        ]
+        if not level:
+            return
+    raise ValueError(f"{field} nest deeper than {limit} levels")
+
+
 def clip_error(text: str | None) -> str | None:
-    """An error text short enough to store: its head and tail when it is very long."""
+    """An error text short enough to store (its head and tail when it is very long; no NULs,
+    which PostgreSQL cannot hold)."""
+    if text is not None and "\x00" in text:
+        text = text.replace("\x00", "\\0")
     if text is None or len(text) <= 2 * ERROR_KEEP_BYTES:
         return text
     return text[:ERROR_KEEP_BYTES] + "\n[...]\n" + text[-ERROR_KEEP_BYTES:]

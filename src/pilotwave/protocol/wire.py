@@ -4,7 +4,7 @@ markers that travel inside JSON arguments.
 
 The records are frozen dataclasses with plain types: no pydantic here, so a pilot's worker
 imports them cheaply.  Constraints use ``annotated_types`` (``Ge``, ``MaxLen``...) and two
-markers of our own, ``Pattern`` and ``Regex``, which pydantic applies on the server.
+markers of our own, ``Pattern``, ``Glob`` and ``ArtifactName``, which pydantic applies on the server.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
-from pilotwave.protocol.limits import MAX_BATCH, MAX_IDS, Limits
+from pilotwave.protocol.globs import check_glob
+from pilotwave.protocol.limits import MAX_BATCH, MAX_IDS, Limits, check_depth
 from pilotwave.protocol.states import KillReason, Reason
 
 FUTURE = "$pw_future"
@@ -81,30 +82,49 @@ class Pattern:
         return schema
 
 
-def _compiles(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error:
-            raise ValueError("not a valid regular expression") from None
-    return value
+def check_artifact_name(name: str) -> str:
+    """``name`` if it is a safe relative path (``a/b.txt``), else ``ValueError``: no absolute
+    path, no ``.``/``..`` or empty parts, no backslash or NUL, at most 500 characters."""
+    if not 1 <= len(name) <= 500:
+        raise ValueError("an artifact name has 1 to 500 characters")
+    if "\x00" in name or "\\" in name:
+        raise ValueError("an artifact name has no NUL or backslash")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
+        raise ValueError(
+            f"{name!r} is not a relative path inside the outputs (no leading /, '.', '..' or '//')"
+        )
+    return name
 
 
 @dataclass(frozen=True)
-class Regex:
-    """A string constraint: the value is a valid regular expression."""
+class ArtifactName:
+    """A string constraint: a file name under a job's outputs (``check_artifact_name``)."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
         from pydantic_core import core_schema
 
-        return core_schema.no_info_after_validator_function(_compiles, handler(source))
+        return core_schema.no_info_after_validator_function(check_artifact_name, handler(source))
+
+
+@dataclass(frozen=True)
+class Glob:
+    """A string constraint: a GPU model glob (``protocol.globs``), checked when submitted."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(check_glob, handler(source))
 
 
 INT64 = 2**63 - 1
+INT32 = 2**31 - 1  # an INTEGER column on PostgreSQL
 NAME = Pattern(r"[A-Za-z0-9_.-]{1,64}")
 QUEUES = Pattern(r"\*|[A-Za-z0-9_.-]{1,64}")
 LABEL = Pattern(r"[A-Za-z0-9_.:=-]{1,64}")
 SHA256 = Pattern(r"[0-9a-f]{64}")
+TEXT = Pattern(r"[^\x00]*")
+ENV_NAME = Pattern(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+"""Free text: anything but NUL, which PostgreSQL cannot store."""
 
 Id = Annotated[int, Ge(1), Le(INT64)]
 Count = Annotated[int, Ge(0), Le(INT64)]
@@ -114,7 +134,7 @@ QueueName = Annotated[str, QUEUES]
 """A queue a pilot or token serves: a name, or ``*`` for every queue."""
 Label = Annotated[str, LABEL]
 Sha256 = Annotated[str, SHA256]
-Megabytes = Annotated[int, Ge(0), Le(1 << 40)]
+Megabytes = Annotated[int, Ge(0), Le(INT32)]
 Fingerprint = Annotated[str, Pattern(r"[0-9a-f]{16,64}")]
 
 _FORBID = {"extra": "forbid"}
@@ -140,8 +160,8 @@ class JobOptions(Placement):
     cores: Annotated[int, Ge(1), Le(4096)] = 1
     memory_mb: Megabytes = 0
     gpus: Annotated[int, Ge(0), Le(256)] = 0
-    gpu_model: Annotated[str, MaxLen(200), Regex()] | None = None
-    """A regular expression the GPU's model name must match."""
+    gpu_model: Annotated[str, Glob()] | None = None
+    """Globs the GPU's model name must match, e.g. ``"A100|H100"`` (``protocol.globs``)."""
     gpu_memory_mb: Megabytes | None = None
     walltime_s: Annotated[float, Gt(0), Le(1e9)] | None = None
     max_attempts: Annotated[int, Ge(1), Le(100)] = 3
@@ -168,9 +188,9 @@ def options_json(options: Placement, names: tuple[str, ...]) -> dict[str, Any]:
 class FunctionRef:
     """The function a pilot imports: ``module`` (importable) or ``path`` (a script in the sandbox)."""
 
-    qualname: Annotated[str, MinLen(1), MaxLen(500)]
-    module: Annotated[str, MaxLen(500)] | None = None
-    path: Annotated[str, MaxLen(500)] | None = None
+    qualname: Annotated[str, MinLen(1), MaxLen(500), TEXT]
+    module: Annotated[str, MaxLen(500), TEXT] | None = None
+    path: Annotated[str, MaxLen(500), TEXT] | None = None
     __pydantic_config__ = _FORBID
 
     def __post_init__(self) -> None:
@@ -189,19 +209,24 @@ class JobSubmission(JobOptions):
     """One job as a client submits it."""
 
     kind: Literal["python", "shell"]
-    name: Annotated[str, MaxLen(200)] = ""
-    key: Annotated[str, MinLen(1), MaxLen(64)] | None = None
+    name: Annotated[str, MaxLen(200), TEXT] = ""
+    key: Annotated[str, MinLen(1), MaxLen(64), TEXT] | None = None
     """An idempotency key: re-sending it returns the same job."""
     function: FunctionRef | None = None
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
-    argv: Annotated[list[str], MaxLen(MAX_BATCH)] | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    argv: Annotated[list[Annotated[str, TEXT]], MaxLen(MAX_BATCH)] | None = None
+    env: Annotated[dict[Annotated[str, ENV_NAME], Annotated[str, TEXT]], MaxLen(1000)] = field(
+        default_factory=dict
+    )
+    """Variables added to a shell job's environment (the pilot's own ``PILOTWAVE_*`` win)."""
     sandbox: Sha256 | None = None
     decisions: bool = False
     """``pw.report()`` in the job waits for its workflow driver's answer."""
 
     def __post_init__(self) -> None:
+        check_depth(self.args, "args")
+        check_depth(self.kwargs, "kwargs")
         if self.kind == "python":
             if self.function is None:
                 raise ValueError("a python job needs 'function'")
@@ -244,13 +269,16 @@ class WorkflowSubmission(Placement):
     """A workflow as a client (or a parent workflow's driver) starts it."""
 
     function: FunctionRef
-    name: Annotated[str, MaxLen(200)] = ""
-    key: Annotated[str, MinLen(1), MaxLen(64)] | None = None
+    name: Annotated[str, MaxLen(200), TEXT] = ""
+    key: Annotated[str, MinLen(1), MaxLen(64), TEXT] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     sandbox: Sha256 | None = None
     seed: Annotated[int, Ge(0), Le((1 << 62) - 1)] | None = None
     max_attempts: Annotated[int, Ge(1), Le(100)] = 10
     """Driver attempts (lost pilots, server trouble): its code's own errors are not retried."""
+
+    def __post_init__(self) -> None:
+        check_depth(self.kwargs, "kwargs")
 
 
 # -- the driver's command log ----------------------------------------------------------
@@ -273,7 +301,7 @@ class CommandRecord:
 
     seq: Annotated[int, Ge(0), Le(INT64)]
     kind: CommandKind
-    call: Annotated[str, MinLen(1), MaxLen(200)]
+    call: Annotated[str, MinLen(1), MaxLen(200), TEXT]
     fingerprint: Fingerprint
     jobs: Annotated[list[JobSubmission], MaxLen(MAX_BATCH)] | None = None
     workflow: WorkflowSubmission | None = None
@@ -308,7 +336,7 @@ class CommandRecord:
 @dataclass(frozen=True, kw_only=True)
 class Gpu:
     index: Annotated[int, Ge(0), Le(1 << 16)]
-    model: Annotated[str, MaxLen(200)] = ""
+    model: Annotated[str, MaxLen(200), TEXT] = ""
     memory_mb: Megabytes = 0
     __pydantic_config__ = _FORBID
 
@@ -317,8 +345,8 @@ class Gpu:
 class PilotInfo:
     """What a pilot offers, sent when it registers."""
 
-    name: Annotated[str, MinLen(1), MaxLen(200)]
-    hostname: Annotated[str, MinLen(1), MaxLen(200)]
+    name: Annotated[str, MinLen(1), MaxLen(200), TEXT]
+    hostname: Annotated[str, MinLen(1), MaxLen(200), TEXT]
     queues: Annotated[tuple[QueueName, ...], MinLen(1), MaxLen(256)]
     cores: Annotated[int, Ge(1), Le(1 << 20)]
     memory_mb: Megabytes
@@ -329,7 +357,7 @@ class PilotInfo:
     """CPU jobs held ahead of free slots."""
     driver_slots: Annotated[int, Ge(0), Le(MAX_BATCH)] = 0
     """Workflow drivers that may run a step at once (parked ones hold none)."""
-    version: Annotated[str, MaxLen(32)] = ""
+    version: Annotated[str, MaxLen(32), TEXT] = ""
     __pydantic_config__ = _FORBID
 
 
@@ -361,6 +389,9 @@ class Claimed:
     isolate: bool
     waited_s: float  # since it was submitted
     token: str = ""  # this attempt's own credentials
+    owner: int = (
+        0  # the submitting user's id: warm processes and caches are never shared across owners
+    )
 
     @property
     def key(self) -> tuple[int, int]:
@@ -387,7 +418,7 @@ class LogChunk:
 class ArtifactRef:
     """A file a job wrote to ``pw.outputs()``, uploaded as a blob."""
 
-    name: Annotated[str, MinLen(1), MaxLen(500)]
+    name: Annotated[str, ArtifactName()]
     sha256: Sha256
     size: Count
     __pydantic_config__ = _FORBID
@@ -403,7 +434,7 @@ class AttemptReport:
     result: str | None = None
     """JSON text of the result, for a succeeded attempt."""
     error: str | None = None
-    exit_code: int | None = None
+    exit_code: Annotated[int, Ge(-(1 << 31)), Le(INT32)] | None = None
     retryable: bool = True
     reason: Literal[Reason.PRUNED] | None = None
     """``pruned``: the job stopped early on its workflow's decision (it succeeded)."""

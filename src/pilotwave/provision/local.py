@@ -6,6 +6,7 @@ with LocalCluster(home, pilots=2) as cluster:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from pilotwave.errors import PilotwaveError
+from pilotwave.private import write_private
 from pilotwave.sdk import config
 from pilotwave.sdk.client import Client
 from pilotwave.sdk.records import Pilot
@@ -69,6 +71,13 @@ class LocalCluster:
         env.pop("PILOTWAVE_URL", None)
         env.pop("PILOTWAVE_TOKEN", None)
         return env
+
+    def _token_file(self, token: str) -> Path:
+        """A 0600 file under the (0700) home holding ``token``: never on a command line."""
+        path = self.home / "tokens" / f"pilot-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
+        if not path.exists():
+            write_private(path, token + "\n")
+        return path
 
     def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -135,8 +144,8 @@ class LocalCluster:
             "pilot",
             "--server",
             url or self.url,
-            "--token",
-            token or self.pilot_token,
+            "--token-file",
+            str(self._token_file(token or self.pilot_token)),
             "--queue",
             "*",
             *self.pilot_args,

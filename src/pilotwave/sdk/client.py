@@ -8,7 +8,8 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pilotwave.protocol.wire import id_ranges
+from pilotwave.errors import ResultError
+from pilotwave.protocol.wire import check_artifact_name, id_ranges
 from pilotwave.sdk import config, sandbox
 from pilotwave.sdk.http import Http
 from pilotwave.sdk.records import (
@@ -148,13 +149,24 @@ class Client:
         return self.http.get(f"/api/v1/jobs/{job_id}/artifacts/{name}", raw=True)
 
     def download(self, job_id: int, dest: Path, names: Iterable[str] | None = None) -> list[Path]:
-        """Write a job's artifacts under ``dest``; returns the files written."""
+        """Write a job's artifacts under ``dest``; returns the files written.
+
+        A name that would land outside ``dest`` (absolute, ``..``) raises ``ResultError``
+        before anything is written: the server refuses such names, this is the second lock.
+        """
         wanted = set(names) if names is not None else None
+        root = Path(dest).resolve()
+        chosen = [a for a in self.artifacts(job_id) if wanted is None or a["name"] in wanted]
+        for a in chosen:
+            try:
+                check_artifact_name(a["name"])
+            except ValueError as exc:
+                raise ResultError(f"job {job_id}: artifact {exc}") from None
         written = []
-        for a in self.artifacts(job_id):
-            if wanted is not None and a["name"] not in wanted:
-                continue
-            path = Path(dest) / a["name"]
+        for a in chosen:
+            path = root / a["name"]
+            if not path.resolve().is_relative_to(root):  # a symlink already under dest
+                raise ResultError(f"job {job_id}: artifact {a['name']!r} leads outside {root}")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(self.artifact(job_id, a["name"]))
             written.append(path)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pilotwave.errors import ConfigError
+from pilotwave.private import write_private
 
 
 def home() -> Path:
@@ -42,10 +43,6 @@ def resolve(url: str | None = None, token: str | None = None) -> ClientConfig:
 
 def save(url: str, token: str, directory: Path | None = None) -> Path:
     """Write ``client.json`` (mode 0600) so the SDK and CLI need no configuration."""
-    directory = directory or home()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "client.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "token": token}, f)
+    path = (directory or home()) / "client.json"
+    write_private(path, json.dumps({"url": url, "token": token}))
     return path

@@ -182,7 +182,7 @@ def job(fn: Any = None, /, **options: Any) -> Any:
     runs one job per item.  Arguments and return values must be JSON-serializable.
 
     Options (``pilotwave.protocol.JobOptions``): ``cores``, ``memory_mb``, ``gpus``,
-    ``gpu_model`` (a regular expression), ``gpu_memory_mb``, ``walltime_s``, ``max_attempts``,
+    ``gpu_model`` (globs such as ``"A100|H100"``), ``gpu_memory_mb``, ``walltime_s``, ``max_attempts``,
     ``queue``, ``labels``, ``priority``, ``isolate`` (a fresh process); and ``name``.
     """
     if "labels" in options:

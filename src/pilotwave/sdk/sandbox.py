@@ -7,6 +7,7 @@ target: absolute names, ``..``, links, devices.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -14,8 +15,10 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pilotwave.errors import SandboxError
 
@@ -137,23 +140,92 @@ def check_member(member: tarfile.TarInfo) -> None:
         raise SandboxError(f"sandbox refused: member {name!r} is not a regular file or directory")
 
 
-def unpack(data: bytes, dest: Path) -> None:
-    """Unpack a sandbox archive into ``dest`` (created atomically) after checking every member."""
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What a pilot accepts when it unpacks a sandbox: a small archive must not fill its disk."""
+
+    max_bytes: int = 1024 * MiB
+    """Total size of the files, unpacked."""
+    max_files: int = 100_000
+    max_ratio: int = 100
+    """Unpacked size over archive size, beyond ``ratio_floor``: source code compresses a few
+    times, a bomb a thousand."""
+    ratio_floor: int = 64 * MiB
+
+    def cap(self, packed: int) -> int:
+        return min(self.max_bytes, max(self.ratio_floor, self.max_ratio * packed))
+
+
+class _Counted(io.RawIOBase):
+    """The decompressed archive stream, refused once it runs past ``cap`` bytes (tar headers
+    included), before anything larger is read or held in memory."""
+
+    def __init__(self, raw: io.BufferedIOBase, cap: int, packed: int) -> None:
+        self.raw, self.cap, self.packed, self.seen = raw, cap, packed, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.raw.readinto(b)
+        self.seen += n
+        if self.seen > self.cap:
+            raise SandboxError(
+                f"sandbox refused: its {self.packed} bytes unpack to more than {self.cap} "
+                f"bytes (limit {self.cap / MiB:.0f} MiB)"
+            )
+        return n
+
+
+def unpack(data: bytes, dest: Path, limits: UnpackLimits | None = None) -> int:
+    """Unpack a sandbox archive into ``dest`` (created atomically), checking every member
+    before it is written; returns the bytes unpacked.
+
+    Refused with ``SandboxError``: names that leave ``dest``, links and devices, and archives
+    over ``limits`` (total size, file count, expansion ratio), detected while streaming, so
+    a bomb costs at most the limit in time and disk.
+    """
     dest = Path(dest)
+    limits = limits or UnpackLimits()
+    cap = limits.cap(len(data))
+    packed = io.BytesIO(data)
+    raw: io.BufferedIOBase = gzip.GzipFile(fileobj=packed) if data[:2] == b"\x1f\x8b" else packed
+    # Headers count toward the stream's cap as well: a tar holds 1 KiB or so per file.
+    stream = _Counted(raw, cap + 2048 * limits.max_files, len(data))
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                check_member(m)
-            tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
-            try:
-                tar.extractall(tmp, members=members, filter="data")
-                if dest.exists():  # another job unpacked the same sandbox meanwhile
-                    shutil.rmtree(tmp)
-                else:
-                    tmp.rename(dest)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError) as exc:
+        files = total = 0
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                check_member(member)
+                files += 1
+                total += member.size
+                if files > limits.max_files:
+                    raise SandboxError(
+                        f"sandbox refused: more than {limits.max_files} files in the archive"
+                    )
+                if total > cap:
+                    raise SandboxError(
+                        f"sandbox refused: its {len(data)} bytes unpack to more than {cap} "
+                        f"bytes (limit {cap / MiB:.0f} MiB)"
+                    )
+                tar.extract(member, tmp, filter="data")
+        if dest.exists():  # another job unpacked the same sandbox meanwhile
+            remove_tree(tmp)
+        else:
+            tmp.rename(dest)
+        return total
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        remove_tree(tmp)
         raise SandboxError(f"sandbox refused: not a valid archive ({exc})") from exc
+    except BaseException:
+        remove_tree(tmp)
+        raise
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` even where its folders were made read-only."""
+    for dirpath, _dirs, _files in os.walk(path):
+        with contextlib.suppress(OSError):
+            os.chmod(dirpath, 0o700)
+    shutil.rmtree(path, ignore_errors=True)

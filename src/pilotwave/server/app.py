@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import pilotwave
 from pilotwave.engine import parking
 from pilotwave.errors import ApiError
+from pilotwave.private import private_dir, private_file, write_private
 from pilotwave.protocol import JobState
 from pilotwave.server import auth
 from pilotwave.server.core import JSON, Core, now
@@ -36,6 +36,9 @@ log = logging.getLogger("pilotwave.server")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    private_dir(settings.home)
+    if settings.sqlite_path is not None:
+        private_file(settings.sqlite_path)  # before SQLite creates it world-readable
     db = Database(settings.database_url)
     migrate.upgrade(db)
     core = Core(settings, db)
@@ -99,10 +102,7 @@ def _bootstrap(core: Core) -> str | None:
         token = auth.bootstrap_admin(conn, now())
     if token is not None:
         path = core.settings.home / "admin-token"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        write_private(path, token + "\n")
         log.info("created the admin token: %s", path)
     return token
 

@@ -14,12 +14,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pilotwave.errors import Conflict, InvalidRequest, NotFound
+from pilotwave.errors import ConfigError, Conflict, InvalidRequest, NotFound
+from pilotwave.private import write_private
 from pilotwave.protocol import JobKind, JobState
 from pilotwave.store.db import insert_ignoring_duplicates
 from pilotwave.store.schema import jobs, tokens, users
@@ -66,18 +68,53 @@ class Principal:
 
 
 ATTEMPT_PREFIX = "pwd_"
+TOKEN_MAX_CHARS = 200
 _SECRET_NAME = "driver-token-key"
+_FINGERPRINT = "sha256:"
 
 
-def attempt_secret(conn: Connection) -> bytes:
-    """The key that signs attempt tokens; created once per database, shared by its servers."""
-    insert_ignoring_duplicates(
-        conn, secrets_table, [{"name": _SECRET_NAME, "value": secrets.token_hex(32)}]
-    )
-    value = conn.scalar(
+def attempt_secret(conn: Connection, path: Path) -> bytes:
+    """The key that signs attempt tokens, read from ``path`` (created 0600 if missing).
+
+    The key never sits in the database, so a copy of the database (a backup, a readable
+    SQLite file) cannot forge a driver's or a job's token.  The database keeps only the key's
+    fingerprint: a server given another key than the ones already serving it refuses to
+    start instead of rejecting their tokens.  A key an older version kept in the database
+    moves to ``path`` once.
+    """
+    stored = conn.scalar(
         sa.select(secrets_table.c.value).where(secrets_table.c.name == _SECRET_NAME)
     )
-    return bytes.fromhex(str(value))
+    legacy = stored is not None and not str(stored).startswith(_FINGERPRINT)
+    if not path.exists():
+        key = bytes.fromhex(str(stored)) if legacy else secrets.token_bytes(32)
+        try:
+            write_private(path, key.hex() + "\n", exclusive=True)
+        except FileExistsError:  # another server of this home won the race: use its key
+            pass
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise ConfigError(f"{path}: not an attempt key (64 hex digits)") from None
+    if len(key) < 16:
+        raise ConfigError(f"{path}: an attempt key has at least 32 hex digits")
+    mark = _FINGERPRINT + hashlib.sha256(b"pilotwave attempt key\n" + key).hexdigest()
+    if stored is None:
+        insert_ignoring_duplicates(conn, secrets_table, [{"name": _SECRET_NAME, "value": mark}])
+        stored = conn.scalar(
+            sa.select(secrets_table.c.value).where(secrets_table.c.name == _SECRET_NAME)
+        )
+    elif legacy and bytes.fromhex(str(stored)) == key:
+        conn.execute(
+            secrets_table.update().where(secrets_table.c.name == _SECRET_NAME).values(value=mark)
+        )
+        stored = mark
+    if stored != mark:
+        raise ConfigError(
+            f"the attempt key in {path} is not the one this database's other servers use: "
+            "give every server of one database the same --attempt-key-file"
+        )
+    return key
 
 
 def attempt_token(key: bytes, job_id: int, attempt: int) -> str:

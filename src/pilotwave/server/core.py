@@ -40,7 +40,7 @@ class Core:
         self.inline = not db.is_postgres
         self.bridge = PgBridge(db.url, self.notifier) if db.is_postgres else None
         with db.write() as conn:
-            self.attempt_key = auth.attempt_secret(conn)
+            self.attempt_key = auth.attempt_secret(conn, settings.key_path)
 
     async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
         """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected.
@@ -106,6 +106,8 @@ async def get_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token: set PILOTWAVE_TOKEN or run `pilotwave up`")
+    if len(token) > auth.TOKEN_MAX_CHARS or not token.isascii() or not token.isprintable():
+        raise Unauthorized("malformed token: a pilotwave token is short printable ASCII")
     core = get_core(request)
     principal = core.tokens.get(token)
     if principal is None:
@@ -128,6 +130,25 @@ def require(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
         allowed = " or ".join(r.value for r in roles)
         raise Forbidden(f"a {principal.role.value} token cannot do this (needs {allowed})")
+
+
+READERS = (Role.USER, Role.ADMIN, Role.DRIVER)
+"""Who reads a user's work: the user, an admin, or a workflow's driver acting for its owner.
+Pilot tokens run jobs and read none; a job's own token reads only its owner's outputs."""
+
+
+async def get_reader(who: PrincipalDep) -> Principal:
+    require(who, *READERS)
+    return who
+
+
+async def get_output_reader(who: PrincipalDep) -> Principal:
+    require(who, *READERS, Role.JOB)  # a job reads its owner's artifacts (``pw.artifact``)
+    return who
+
+
+ReaderDep = Annotated[Principal, Depends(get_reader)]
+OutputReaderDep = Annotated[Principal, Depends(get_output_reader)]
 
 
 def now() -> float:

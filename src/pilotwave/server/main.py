@@ -56,8 +56,7 @@ class _Server(uvicorn.Server):
 def serve(
     settings: Settings, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning"
 ) -> None:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    app = create_app(settings)  # creates the home, private
     sock = bind(host, port)
     url = url_for(sock)
     config = uvicorn.Config(

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pilotwave.protocol import AttemptReport, CommandRecord, JobSubmission, LogChunk
-from pilotwave.protocol.limits import MAX_BATCH, MAX_IDS, MAX_WATCH
+from pilotwave.protocol.limits import MAX_BATCH, MAX_IDS, MAX_WATCH, check_depth
 from pilotwave.protocol.wire import INT64, QUEUES
 
 
@@ -18,6 +19,11 @@ class Strict(BaseModel):
 
 
 JobId = Annotated[int, Field(ge=1, le=INT64)]
+# Ids in paths are bounded like ids in bodies: one the database cannot hold is a 422, not a 500.
+JobIdPath = Annotated[int, Path(ge=1, le=INT64, description="a job id")]
+WorkflowIdPath = Annotated[int, Path(ge=1, le=INT64, description="a workflow id")]
+TokenIdPath = Annotated[int, Path(ge=1, le=INT64, description="a token id")]
+AttemptPath = Annotated[int, Path(ge=1, le=1 << 30, description="an attempt number")]
 
 
 class SubmitIn(Strict):
@@ -60,6 +66,11 @@ class WatchIn(Strict):
 
 class ProgressIn(Strict):
     progress: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _shallow(self) -> ProgressIn:
+        check_depth(self.progress, "progress")
+        return self
 
 
 class ReportValueIn(Strict):

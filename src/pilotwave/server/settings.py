@@ -33,6 +33,22 @@ class Settings:
         """
         return max(60.0, 4 * self.heartbeat_timeout_s)
 
+    attempt_key_file: Path | None = None
+    """The key that signs attempt tokens (default: ``attempt-key`` under the home, created
+    0600).  Servers sharing one database must be given the same file."""
+
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home / 'pilotwave.db'}"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or ``None`` for another database (or SQLite in memory)."""
+        url = self.database_url
+        if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+            return None
+        return Path(url.removeprefix("sqlite:///").split("?")[0])
+
+    @property
+    def key_path(self) -> Path:
+        return self.attempt_key_file or self.home / "attempt-key"

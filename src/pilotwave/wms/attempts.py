@@ -332,7 +332,9 @@ def append_logs(
         stored = owned.get((c.job_id, c.attempt))
         if stored is None or stored >= limit or not c.data:
             continue
-        data = c.data
+        data = c.data.replace(
+            "\x00", "\ufffd"
+        )  # a program may print NULs; PostgreSQL can't hold them
         if stored + c.nbytes > limit:
             data = data[: limit - stored] + f"\n[pilotwave: log truncated at {limit} bytes]\n"
         owned[(c.job_id, c.attempt)] = grown[(c.job_id, c.attempt)] = stored + c.nbytes

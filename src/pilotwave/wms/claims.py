@@ -428,6 +428,7 @@ def _start(
             walltime_s=r.walltime_s,
             isolate=r.isolate,
             waited_s=now - r.created_at,
+            owner=d.owner_id,
         )
         for (d, g), n in zip(picked, numbers, strict=True)
     ]

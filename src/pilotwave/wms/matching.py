@@ -7,13 +7,13 @@ higher-priority job can use.  Pure functions: the claim transaction feeds them r
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
 from pilotwave.protocol import Gpu
+from pilotwave.protocol.globs import glob_search
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,10 @@ class Capacity:
         """The GPU indices this job would get, or ``None`` if its GPU request cannot be met."""
         if job.gpus == 0:
             return ()
-        pattern = re.compile(job.gpu_model, re.IGNORECASE) if job.gpu_model else None
         chosen = [
             g.index
             for g in self.gpus
-            if (pattern is None or pattern.search(g.model))
+            if (job.gpu_model is None or glob_search(job.gpu_model, g.model))
             and (job.gpu_memory_mb is None or g.memory_mb >= job.gpu_memory_mb)
         ]
         return tuple(chosen[: job.gpus]) if len(chosen) >= job.gpus else None

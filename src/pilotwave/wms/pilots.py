@@ -282,3 +282,21 @@ def list_pilots(conn: Connection, states: Sequence[str] = ()) -> list[dict[str, 
     if states:
         q = q.where(pilots.c.state.in_(states))
     return [dict(r._mapping) for r in conn.execute(q)]
+
+
+_HOLDS_SANDBOX = (
+    sa.select(jobs.c.id)
+    .select_from(jobs.join(pilots, pilots.c.id == jobs.c.pilot_id))
+    .where(
+        jobs.c.state.in_([JobState.RUNNING, JobState.PARKED]),
+        jobs.c.sandbox == sa.bindparam("sha"),
+        pilots.c.token_id == sa.bindparam("tid"),
+    )
+    .limit(1)
+)
+
+
+def holds_sandbox(conn: Connection, token_id: int, sha256: str) -> bool:
+    """Whether a pilot of this token holds a job (running, or a parked driver) with this
+    sandbox: what a pilot token may download.  Running jobs are few: the state index finds them."""
+    return conn.execute(_HOLDS_SANDBOX, {"sha": sha256, "tid": token_id}).first() is not None

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pilotwave.server import auth
 from pilotwave.server.auth import Role
 from pilotwave.server.core import JSON, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import TokenIn, UserIn
+from pilotwave.server.models import TokenIdPath, TokenIn, UserIn
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -51,7 +51,7 @@ async def tokens(core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.delete("/admin/tokens/{token_id}", response_class=JSON)
-async def revoke(token_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def revoke(token_id: TokenIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.ADMIN)
     t = now()
     await core.write(lambda conn, wake: auth.revoke_token(conn, token_id, t))

@@ -14,10 +14,27 @@ from fastapi.responses import Response, StreamingResponse
 
 from pilotwave.errors import Forbidden, NotFound
 from pilotwave.protocol import FINAL_JOB_STATES, JobState
-from pilotwave.protocol.wire import ReportSeen
+from pilotwave.protocol.limits import MAX_IDS
+from pilotwave.protocol.wire import INT64, ReportSeen
 from pilotwave.server.auth import Role
-from pilotwave.server.core import JSON, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import DecisionsIn, IdsIn, ReportValueIn, SubmitIn, WatchIn
+from pilotwave.server.core import (
+    JSON,
+    CoreDep,
+    OutputReaderDep,
+    PrincipalDep,
+    ReaderDep,
+    now,
+    require,
+)
+from pilotwave.server.models import (
+    DecisionsIn,
+    IdsIn,
+    JobId,
+    JobIdPath,
+    ReportValueIn,
+    SubmitIn,
+    WatchIn,
+)
 from pilotwave.store.schema import artifacts, blobs
 from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import jobs as wms_jobs
@@ -50,12 +67,12 @@ async def submit(body: SubmitIn, core: CoreDep, who: PrincipalDep) -> Any:
 @router.get("", response_class=JSON)
 async def list_jobs(
     core: CoreDep,
-    who: PrincipalDep,
+    who: ReaderDep,
     state: list[JobState] = Query(default=[]),
     queue: str | None = None,
-    ids: list[int] = Query(default=[]),
+    ids: list[JobId] = Query(default=[], max_length=MAX_IDS),
     limit: int = Query(100, ge=1, le=10_000),
-    before: int | None = None,
+    before: JobId | None = None,
 ) -> Any:
     rows = await core.read(
         lambda conn: wms_jobs.list_jobs(
@@ -72,7 +89,7 @@ async def list_jobs(
 
 
 @router.get("/summary", response_class=JSON)
-async def summary(core: CoreDep, who: PrincipalDep) -> Any:
+async def summary(core: CoreDep, who: ReaderDep) -> Any:
     """Job counts by state."""
     return JSON({"counts": await core.read(lambda conn: wms_jobs.counts(conn, who.owner_filter))})
 
@@ -87,10 +104,10 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/{job_id}", response_class=JSON)
 async def get_job(
-    job_id: int,
+    job_id: JobIdPath,
     request: Request,
     core: CoreDep,
-    who: PrincipalDep,
+    who: ReaderDep,
     wait: float = Query(0.0, ge=0, le=60),
 ) -> Any:
     """One job with its attempts.  With ``wait``, hold the request until the job is final (or the time is up)."""
@@ -116,7 +133,7 @@ def finals_json(done: dict[int, dict[str, Any]]) -> dict[int, Any]:
 
 
 @router.post("/watch")
-async def watch(body: WatchIn, core: CoreDep, who: PrincipalDep) -> Response:
+async def watch(body: WatchIn, core: CoreDep, who: ReaderDep) -> Response:
     """Stream jobs as they become final, one JSON line per batch: ``{"done": {id: {state, result, error}}}``.
 
     Jobs already final come first; the stream ends with ``{"end": true, "pending": n}`` when
@@ -179,7 +196,7 @@ async def watch(body: WatchIn, core: CoreDep, who: PrincipalDep) -> Response:
 
 @router.post("/{job_id}/reports", response_class=JSON)
 async def report(
-    job_id: int, body: ReportValueIn, request: Request, core: CoreDep, who: PrincipalDep
+    job_id: JobIdPath, body: ReportValueIn, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
     """A running job reports an intermediate value (``pw.report``); answers whether it should stop.
 
@@ -213,7 +230,7 @@ async def report(
 
 
 @router.get("/{job_id}/reports", response_class=JSON)
-async def list_reports(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def list_reports(job_id: JobIdPath, core: CoreDep, who: ReaderDep) -> Any:
     """The intermediate values a job reported, per attempt and step, with the driver's answers."""
 
     def run(conn: sa.Connection) -> list[dict[str, Any]]:
@@ -234,7 +251,7 @@ async def decisions(body: DecisionsIn, core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.post("/{job_id}/cancel", response_class=JSON)
-async def cancel_one(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def cancel_one(job_id: JobIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
     done = await core.write(
@@ -255,12 +272,12 @@ async def cancel_many(body: IdsIn, core: CoreDep, who: PrincipalDep) -> Any:
 
 @router.get("/{job_id}/logs", response_class=JSON)
 async def logs(
-    job_id: int,
+    job_id: JobIdPath,
     request: Request,
     core: CoreDep,
-    who: PrincipalDep,
-    attempt: int = Query(0, ge=0),
-    pos: int = Query(-1, ge=-1),
+    who: ReaderDep,
+    attempt: int = Query(0, ge=0, le=1 << 30),
+    pos: int = Query(-1, ge=-1, le=INT64),
     wait: float = Query(0.0, ge=0, le=60),
 ) -> Any:
     """Output after the cursor ``(attempt, pos)``; with ``wait``, hold until there is some or the job is final."""
@@ -293,7 +310,7 @@ async def logs(
 
 
 @router.get("/{job_id}/events", response_class=JSON)
-async def events(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def events(job_id: JobIdPath, core: CoreDep, who: ReaderDep) -> Any:
     def run(conn: sa.Connection) -> list[dict[str, Any]]:
         wms_jobs.get(conn, job_id, who.owner_filter)
         return story(conn, job_id=job_id)
@@ -302,7 +319,7 @@ async def events(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.get("/{job_id}/artifacts", response_class=JSON)
-async def list_artifacts(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def list_artifacts(job_id: JobIdPath, core: CoreDep, who: OutputReaderDep) -> Any:
     def run(conn: sa.Connection) -> list[dict[str, Any]]:
         wms_jobs.get(conn, job_id, who.owner_filter)
         q = sa.select(artifacts).where(artifacts.c.job_id == job_id).order_by(artifacts.c.name)
@@ -312,7 +329,9 @@ async def list_artifacts(job_id: int, core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.get("/{job_id}/artifacts/{name:path}")
-async def get_artifact(job_id: int, name: str, core: CoreDep, who: PrincipalDep) -> Response:
+async def get_artifact(
+    job_id: JobIdPath, name: str, core: CoreDep, who: OutputReaderDep
+) -> Response:
     def run(conn: sa.Connection) -> bytes:
         wms_jobs.get(conn, job_id, who.owner_filter)
         data = conn.scalar(

@@ -26,8 +26,8 @@ from pilotwave.protocol import (
 )
 from pilotwave.server import auth
 from pilotwave.server.auth import Principal, Role
-from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import LogsIn, ParkableIn, ReportsIn
+from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, ReaderDep, now, require
+from pilotwave.server.models import AttemptPath, JobIdPath, LogsIn, ParkableIn, ReportsIn
 from pilotwave.wms import attempts as wms_attempts
 from pilotwave.wms import claims as wms_claims
 from pilotwave.wms import pilots as wms_pilots
@@ -63,7 +63,7 @@ async def register(body: PilotInfo, core: CoreDep, who: PrincipalDep) -> Any:
 
 @router.get("/pilots", response_class=JSON)
 async def list_pilots(
-    core: CoreDep, who: PrincipalDep, state: list[PilotState] = Query(default=[])
+    core: CoreDep, who: ReaderDep, state: list[PilotState] = Query(default=[])
 ) -> Any:
     return JSON({"pilots": await core.read(lambda conn: wms_pilots.list_pilots(conn, state))})
 
@@ -189,7 +189,12 @@ async def reports(pilot_id: str, body: ReportsIn, core: CoreDep, who: PrincipalD
 
 @router.post("/pilots/{pilot_id}/attempts/{job_id}/{attempt}", response_class=JSON)
 async def report_one(
-    pilot_id: str, job_id: int, attempt: int, body: AttemptReport, core: CoreDep, who: PrincipalDep
+    pilot_id: str,
+    job_id: JobIdPath,
+    attempt: AttemptPath,
+    body: AttemptReport,
+    core: CoreDep,
+    who: PrincipalDep,
 ) -> Any:
     """One completion report: 200 when recorded (or a repeat), 409 for a stale attempt, 404 for an
     unknown one.  An oversize result is recorded as the attempt's failure, as in a batch."""

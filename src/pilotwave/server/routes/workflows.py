@@ -12,8 +12,8 @@ from pilotwave.engine import drivers
 from pilotwave.engine import workflows as engine
 from pilotwave.protocol import WorkflowState, WorkflowSubmission
 from pilotwave.server.auth import Principal, Role
-from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, now, require
-from pilotwave.server.models import CommandsIn, ProgressIn
+from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, ReaderDep, now, require
+from pilotwave.server.models import CommandsIn, ProgressIn, WorkflowIdPath
 from pilotwave.server.routes.jobs import finals_json
 from pilotwave.wms.wakeups import Wakeups
 
@@ -35,7 +35,7 @@ async def submit(body: WorkflowSubmission, core: CoreDep, who: PrincipalDep) -> 
 @router.get("", response_class=JSON)
 async def list_workflows(
     core: CoreDep,
-    who: PrincipalDep,
+    who: ReaderDep,
     state: list[WorkflowState] = Query(default=[]),
     nested: bool = False,
     limit: int = Query(100, ge=1, le=10_000),
@@ -59,18 +59,18 @@ def _public(wf: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/{wid}", response_class=JSON)
-async def status(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def status(wid: WorkflowIdPath, core: CoreDep, who: ReaderDep) -> Any:
     """State, job counts over the whole tree, its jobs, and its nested workflows."""
     return JSON(_public(await core.read(lambda conn: engine.status(conn, wid, who.owner_filter))))
 
 
 @router.get("/{wid}/events", response_class=JSON)
-async def events(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def events(wid: WorkflowIdPath, core: CoreDep, who: ReaderDep) -> Any:
     return JSON({"events": await core.read(lambda conn: engine.story(conn, wid, who.owner_filter))})
 
 
 @router.post("/{wid}/cancel", response_class=JSON)
-async def cancel(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def cancel(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
     n = await core.write(lambda conn, wake: engine.cancel(conn, wid, who.owner_filter, t, wake))
@@ -78,17 +78,17 @@ async def cancel(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.post("/{wid}/suspend", response_class=JSON)
-async def suspend(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def suspend(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     """Hold every unfinished job of the workflow's tree from dispatch."""
     return await _set_suspended(wid, core, who, True)
 
 
 @router.post("/{wid}/resume", response_class=JSON)
-async def resume(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def resume(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     return await _set_suspended(wid, core, who, False)
 
 
-async def _set_suspended(wid: int, core: Core, who: Principal, suspended: bool) -> Any:
+async def _set_suspended(wid: WorkflowIdPath, core: Core, who: Principal, suspended: bool) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
     wf = await core.write(
@@ -98,7 +98,7 @@ async def _set_suspended(wid: int, core: Core, who: Principal, suspended: bool) 
 
 
 @router.post("/{wid}/retry", response_class=JSON)
-async def retry(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def retry(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
     out = await core.write(lambda conn, wake: engine.retry(conn, wid, who.owner_filter, t, wake))
@@ -106,7 +106,7 @@ async def retry(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.get("/{wid}/commands", response_class=JSON)
-async def command_log(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
+async def command_log(wid: WorkflowIdPath, core: CoreDep, who: ReaderDep) -> Any:
     """The driver's record: commands in order, and the final state of every job it observed."""
     data = await core.read(lambda conn: engine.replay_data(conn, wid, who.owner_filter))
     data["results"] = finals_json(data["results"])
@@ -114,7 +114,9 @@ async def command_log(wid: int, core: CoreDep, who: PrincipalDep) -> Any:
 
 
 @router.post("/{wid}/commands", response_class=JSON)
-async def record_commands(wid: int, body: CommandsIn, core: CoreDep, who: PrincipalDep) -> Any:
+async def record_commands(
+    wid: WorkflowIdPath, body: CommandsIn, core: CoreDep, who: PrincipalDep
+) -> Any:
     """Run and record a driver's commands in order, in one transaction; recorded ones replay."""
     attempt = _driver(who)
     batch = drivers.Batch(body.commands, core.settings.limits)
@@ -127,7 +129,9 @@ async def record_commands(wid: int, body: CommandsIn, core: CoreDep, who: Princi
 
 
 @router.put("/{wid}/progress", response_class=JSON)
-async def put_progress(wid: int, body: ProgressIn, core: CoreDep, who: PrincipalDep) -> Any:
+async def put_progress(
+    wid: WorkflowIdPath, body: ProgressIn, core: CoreDep, who: PrincipalDep
+) -> Any:
     """The driver publishes its progress (any JSON object), shown by ``status`` and ``--wait``."""
     attempt = _driver(who)
     limits = core.settings.limits

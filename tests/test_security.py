@@ -1,0 +1,422 @@
+"""Sharing one server safely: who may call what (the authorization matrix), and inputs that
+once reached the database or the event loop and now get a 4xx naming the field."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import FLOW, SHELL, Api, claim_driver, claim_one, in_process_api
+
+# -- the authorization matrix ------------------------------------------------------------
+
+ROLES = ("admin", "alice", "bob", "pilot_a", "pilot_b", "job_a", "driver_a")
+"""alice and bob are users; pilot_a is a pilot token of alice's serving queue "qa", pilot_b
+one of bob's serving every queue; job_a is the attempt token of alice's job J running on
+pilot_a; driver_a the attempt token of alice's running workflow W's driver."""
+
+
+@dataclass
+class World:
+    api: Api
+    tokens: dict[str, str]
+    job: int  # alice's job J, running on pilot_a, with sandbox S
+    queued: int  # alice's job that stays queued
+    workflow: int  # alice's workflow W
+    pilot_a: str
+    pilot_b: str
+    sandbox: str  # S's sha256
+    stranger_blob: str  # a blob no job refers to
+
+    def call(self, who: str, method: str, path: str, body: Any = None) -> int:
+        path = path.format(
+            J=self.job, Q=self.queued, W=self.workflow, PA=self.pilot_a, PB=self.pilot_b,
+            S=self.sandbox, X=self.stranger_blob,
+        )  # fmt: skip
+        headers = self.api.h(self.tokens[who])
+        if method == "PUT_BLOB":
+            data = b"uploaded by " + who.encode()
+            sha = hashlib.sha256(data).hexdigest()
+            return int(
+                self.api.c.put(f"/api/v1/blobs/{sha}", content=data, headers=headers).status_code
+            )
+        r = self.api.c.request(method, path, json=body, headers=headers)
+        return int(r.status_code)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with in_process_api(tmp_path_factory.mktemp("matrix")) as api:
+        alice, bob = api.token("alice"), api.token("bob")
+        pilot_a = api.token("alice", role="pilot", queues=["qa"])
+        pilot_b = api.token("bob", role="pilot", queues=["*"])
+        box = b"alice's sandbox"
+        sandbox = hashlib.sha256(box).hexdigest()
+        assert (
+            api.c.put(f"/api/v1/blobs/{sandbox}", content=box, headers=api.h(alice)).status_code
+            == 201
+        )
+        stray = b"nobody's"
+        stranger = hashlib.sha256(stray).hexdigest()
+        api.c.put(f"/api/v1/blobs/{stranger}", content=stray, headers=api.h(api.admin))
+        wid = api.post("/api/v1/workflows", {**FLOW, "queue": "qa"}, token=alice).json()["id"]
+        _, driver = claim_driver(api, pilot_a, ["qa"])
+        job = {**SHELL, "queue": "qa", "sandbox": sandbox}
+        (jid,) = api.post("/api/v1/jobs", {"jobs": [job]}, token=alice).json()["ids"]
+        pa = api.pilot(pilot_a, queues=["qa"])
+        claimed = claim_one(api, pilot_a, pa)
+        assert claimed["id"] == jid
+        (queued,) = api.post(
+            "/api/v1/jobs", {"jobs": [{**SHELL, "queue": "nobody"}]}, token=alice
+        ).json()["ids"]
+        pb = api.pilot(pilot_b, queues=["*"])
+        tokens = {
+            "admin": api.admin, "alice": alice, "bob": bob, "pilot_a": pilot_a,
+            "pilot_b": pilot_b, "job_a": claimed["token"], "driver_a": driver["token"],
+        }  # fmt: skip
+        yield World(api, tokens, jid, queued, wid, pa, pb, sandbox, stranger)
+
+
+# Status per role, in ROLES order.  Reads of another user's work are 404 (not 403): nobody
+# learns what exists; another token's pilot is a 403.  Writes come after the reads they
+# could disturb.
+OK, C, NO, NF = 200, 201, 403, 404
+MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
+    # method, path, body,                     admin alice bob pilot_a pilot_b job_a driver_a
+    ("GET", "/api/v1/whoami", None,                (OK, OK, OK, OK, OK, OK, OK)),
+    ("GET", "/api/v1/jobs", None,                  (OK, OK, OK, NO, NO, NO, OK)),
+    ("GET", "/api/v1/jobs/summary", None,          (OK, OK, OK, NO, NO, NO, OK)),
+    ("GET", "/api/v1/jobs/{J}", None,              (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/jobs/{J}/logs", None,         (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/jobs/{J}/events", None,       (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/jobs/{J}/reports", None,      (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/jobs/{J}/artifacts", None,    (OK, OK, NF, NO, NO, OK, OK)),
+    ("GET", "/api/v1/jobs/{J}/artifacts/x", None,  (NF, NF, NF, NO, NO, NF, NF)),
+    ("POST", "/api/v1/jobs/watch", {"ranges": [["{J}", "{J}"]], "timeout_s": 0},
+                                                   (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/workflows", None,             (OK, OK, OK, NO, NO, NO, OK)),
+    ("GET", "/api/v1/workflows/{W}", None,         (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/workflows/{W}/events", None,  (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/workflows/{W}/commands", None, (OK, OK, NF, NO, NO, NO, OK)),
+    ("GET", "/api/v1/pilots", None,                (OK, OK, OK, NO, NO, NO, OK)),
+    ("GET", "/api/v1/admin/tokens", None,          (OK, NO, NO, NO, NO, NO, NO)),
+    ("POST", "/api/v1/admin/users", {"name": "carol"}, (C, NO, NO, NO, NO, NO, NO)),
+    ("GET", "/api/v1/blobs/{S}", None,             (OK, NO, NO, OK, NF, NO, NO)),
+    ("GET", "/api/v1/blobs/{X}", None,             (OK, NO, NO, NF, NF, NO, NO)),
+    ("HEAD", "/api/v1/blobs/{S}", None,            (OK, OK, OK, OK, OK, NO, NO)),
+    ("PUT_BLOB", "", None,                         (C, C, C, C, C, NO, NO)),
+    ("POST", "/api/v1/jobs", {"jobs": [SHELL]},    (C, C, C, NO, NO, NO, NO)),
+    ("POST", "/api/v1/workflows", FLOW,            (C, C, C, NO, NO, NO, NO)),
+    ("POST", "/api/v1/pilots/{PA}/heartbeat", {},
+                                                   (OK, NO, NO, OK, NO, NO, NO)),
+    ("POST", "/api/v1/pilots/{PB}/heartbeat", {},
+                                                   (OK, NO, NO, NO, OK, NO, NO)),
+    # A forged result for alice's running job: only its own pilot's report is taken.
+    ("POST", "/api/v1/pilots/{PB}/reports",
+     {"reports": [{"job_id": "{J}", "attempt": 1, "outcome": "succeeded", "result": "666"}]},
+                                                   (OK, NO, NO, NO, OK, NO, NO)),
+    ("POST", "/api/v1/jobs/{J}/reports", {"attempt": 1, "step": 0, "value": 1.0},
+                                                   (NO, NO, NO, NO, NO, OK, NO)),
+    ("POST", "/api/v1/jobs/decisions", {"answers": {"1": True}},
+                                                   (NO, NO, NO, NO, NO, NO, OK)),
+    ("POST", "/api/v1/workflows/{W}/commands",
+     {"commands": [{"seq": 0, "kind": "observe", "call": "wait", "fingerprint": "ab" * 16, "observed": []}]},
+                                                   (NO, NO, NO, NO, NO, NO, OK)),
+    ("POST", "/api/v1/workflows/{W}/suspend", None, (OK, OK, NF, NO, NO, NO, NO)),
+    ("POST", "/api/v1/jobs/{Q}/cancel", None,      (OK, OK, NF, NO, NO, NO, NO)),
+    ("POST", "/api/v1/pilots/{PB}/drain", None,    (OK, NO, NO, NO, NO, NO, NO)),
+]  # fmt: skip
+
+
+def _fill(body: Any, world: World) -> Any:
+    if isinstance(body, dict):
+        return {_fill(k, world): _fill(v, world) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_fill(v, world) for v in body]
+    if body == "{J}":
+        return world.job
+    return body
+
+
+def test_the_authorization_matrix_role_by_endpoint(world: World) -> None:
+    got: list[str] = []
+    for method, path, body, want in MATRIX:
+        for role, expected in zip(ROLES, want, strict=True):
+            status = world.call(role, method, path, _fill(body, world))
+            if status != expected:
+                got.append(f"{role:8} {method} {path}: {status}, expected {expected}")
+    assert not got, "\n".join(got)
+    # The forged report changed nothing: alice's job still runs its only attempt on pilot_a.
+    job = world.api.get(f"/api/v1/jobs/{world.job}").json()
+    assert job["state"] == "running" and job["result"] is None
+
+
+def test_token_of_odd_characters_is_a_401_not_a_crash(api: Api) -> None:
+    for token in ["pwd_1_1_" + "é" * 40, "pwd_\x7f", "x" * 1000]:
+        r = api.c.get(
+            "/api/v1/jobs", headers={"authorization": f"Bearer {token}".encode("latin-1")}
+        )
+        assert r.status_code == 401, (token, r.text)
+
+
+# -- bounds: every bad input is a 4xx naming what is wrong ------------------------------------
+
+BIG = 2**63
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", f"/api/v1/jobs/{BIG}", None),
+        ("GET", f"/api/v1/jobs/{BIG}/logs", None),
+        ("GET", f"/api/v1/jobs/{BIG}/artifacts", None),
+        ("POST", f"/api/v1/jobs/{BIG}/cancel", None),
+        ("GET", f"/api/v1/workflows/{BIG}", None),
+        ("POST", f"/api/v1/workflows/{BIG}/retry", None),
+        ("GET", f"/api/v1/jobs?ids={BIG}", None),
+        ("GET", f"/api/v1/jobs?before={BIG}", None),
+        ("GET", "/api/v1/jobs/1/logs?pos=99999999999999999999", None),
+        ("POST", "/api/v1/jobs/cancel", {"ids": [BIG]}),
+        ("POST", "/api/v1/jobs/watch", {"ranges": [[1, BIG]]}),
+        ("DELETE", f"/api/v1/admin/tokens/{BIG}", None),
+        ("POST", "/api/v1/jobs", {"jobs": [{**SHELL, "gpus": 1, "gpu_memory_mb": 2**31}]}),
+        ("POST", "/api/v1/jobs", {"jobs": [{**SHELL, "name": "a\x00b"}]}),
+        ("POST", "/api/v1/jobs", {"jobs": [{**SHELL, "argv": ["echo", "a\x00"]}]}),
+        ("POST", "/api/v1/jobs", {"jobs": [{**SHELL, "env": {"A=B": "1"}}]}),
+        ("POST", "/api/v1/jobs", {"jobs": [{**SHELL, "argv": [""]}]}),
+        ("POST", "/api/v1/jobs", {"jobs": [{**SHELL, "gpu_model": "(a+)+$"}]}),
+        ("POST", "/api/v1/workflows", {**FLOW, "name": "\x00"}),
+    ],
+)
+def test_values_the_database_cannot_hold_are_4xx(
+    api: Api, method: str, path: str, body: Any
+) -> None:
+    r = api.c.request(method, path, json=body, headers=api.h(api.admin))
+    assert 400 <= r.status_code < 500 and r.status_code != 404, (path, r.status_code, r.text)
+    assert r.json()["detail"], r.text
+
+
+def test_arguments_nested_deeper_than_the_limit_are_422(api: Api) -> None:
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    fn = {"module": "m", "qualname": "f"}
+    r = api.post("/api/v1/jobs", {"jobs": [{"kind": "python", "function": fn, "args": [deep]}]})
+    assert r.status_code == 422 and r.json()["field"] == "jobs[0]" and "nest" in r.text
+    r = api.post("/api/v1/workflows", {**FLOW, "kwargs": {"x": deep}})
+    assert r.status_code == 422 and "nest" in r.text
+
+
+def test_a_bad_pilot_registration_leaves_the_listing_working(api: Api) -> None:
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    base = {
+        "name": "p",
+        "hostname": "h",
+        "queues": ["default"],
+        "cores": 4,
+        "memory_mb": 1000,
+        "slots": 4,
+    }
+    for bad in [
+        {"gpus": [{"index": 2**64, "model": "T4", "memory_mb": 1}]},
+        {"gpus": [{"index": 0, "model": "T4", "memory_mb": 2**64}]},
+        {"cores": 2**31},
+        {"memory_mb": 2**40},
+        {"name": "p\x00"},
+    ]:
+        r = api.post("/api/v1/pilots", {**base, **bad}, token=ptok)
+        assert r.status_code == 422, (bad, r.text)
+    assert api.get("/api/v1/pilots").status_code == 200
+
+
+def test_artifact_names_that_leave_the_outputs_are_refused(api: Api) -> None:
+    ptok = api.token("ops", role="pilot", queues=["default"])
+    api.post("/api/v1/jobs", {"jobs": [SHELL]})
+    pid = api.pilot(ptok)
+    job = claim_one(api, ptok, pid)
+    sha = hashlib.sha256(b"x").hexdigest()
+    for name in ["/etc/passwd", "../up", "a/../../b", "a//b", "./a", "a\\b", "a\x00"]:
+        report = {
+            "job_id": job["id"], "attempt": 1, "outcome": "succeeded", "result": "1",
+            "artifacts": [{"name": name, "sha256": sha, "size": 1}],
+        }  # fmt: skip
+        r = api.post(f"/api/v1/pilots/{pid}/reports", {"reports": [report]}, token=ptok)
+        assert r.status_code == 422 and "artifacts" in r.json()["field"], (name, r.text)
+
+
+def test_download_never_writes_outside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilotwave.errors import ResultError
+    from pilotwave.sdk.client import Client
+
+    written: list[str] = []
+
+    class Fake(Client):
+        def __init__(self) -> None:
+            pass
+
+        def artifacts(self, job_id: int) -> Any:
+            return [{"name": "ok.txt"}, {"name": "../escape.txt"}]
+
+        def artifact(self, job_id: int, name: str) -> bytes:
+            written.append(name)
+            return b"x"
+
+    with pytest.raises(ResultError, match="escape"):
+        Fake().download(1, tmp_path / "out")
+    assert written == [] and not (tmp_path / "escape.txt").exists()
+
+
+# -- files on the server's machine ----------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_home_database_tokens_and_key_are_private_and_the_key_is_not_in_the_database(
+    tmp_path: Path,
+) -> None:
+    import sqlalchemy as sa
+
+    from pilotwave.store.schema import secrets
+
+    home = tmp_path / "home"
+    with in_process_api(home) as api:
+        api.post("/api/v1/jobs", {"jobs": [SHELL]})  # the database and its journal are written
+    assert _mode(home) == 0o700
+    for name in ["pilotwave.db", "admin-token", "attempt-key"]:
+        assert _mode(home / name) == 0o600, name
+    for journal in home.glob("pilotwave.db-*"):
+        assert _mode(journal) & 0o077 == 0, journal
+    key = (home / "attempt-key").read_text().strip()
+    engine = sa.create_engine(f"sqlite:///{home / 'pilotwave.db'}")
+    with engine.connect() as conn:
+        values = [str(v) for v in conn.scalars(sa.select(secrets.c.value))]
+    engine.dispose()
+    assert values and all(v.startswith("sha256:") and key not in v for v in values)
+
+
+def test_an_open_home_is_narrowed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    (home / "pilotwave.db").touch(mode=0o644)
+    (home / "pilotwave.db").chmod(0o644)
+    with in_process_api(home):
+        pass
+    assert _mode(home) == 0o700 and _mode(home / "pilotwave.db") == 0o600
+
+
+def test_a_key_kept_in_the_database_by_an_older_version_moves_to_a_file(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from pilotwave.errors import ConfigError
+    from pilotwave.server import auth
+    from pilotwave.store import migrate
+    from pilotwave.store.db import Database
+    from pilotwave.store.schema import secrets
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate.upgrade(db)
+    old = "ab" * 32
+    with db.write() as conn:
+        conn.execute(secrets.insert().values(name="driver-token-key", value=old))
+    with db.write() as conn:
+        key = auth.attempt_secret(conn, tmp_path / "k1")
+    assert key.hex() == old and (tmp_path / "k1").read_text().strip() == old
+    with db.write() as conn:
+        assert str(conn.scalar(sa.select(secrets.c.value))).startswith("sha256:")
+        assert auth.attempt_secret(conn, tmp_path / "k1") == key  # a restart
+    # A second server with a key of its own would reject the first one's tokens: refused.
+    with db.write() as conn, pytest.raises(ConfigError, match="same --attempt-key-file"):
+        auth.attempt_secret(conn, tmp_path / "k2")
+    db.dispose()
+
+
+# -- what a job can see on its pilot (real server and pilot processes) -----------------------
+
+
+@pytest.mark.slow
+def test_a_job_sees_neither_the_pilots_token_nor_its_home_and_owners_never_share_a_worker(
+    pw_home: Path,
+) -> None:
+    import jobs_basic as jb
+    from harness import running_cluster
+
+    import pilotwave as pw
+    from pilotwave.sdk.client import Client
+
+    # One pilot keeping two idle workers: without keys per owner, bob would reuse alice's.
+    with running_cluster(pw_home, pilots=1, slots=2) as c:
+        admin = c.client()
+        tokens = {}
+        for user in ("alice", "bob"):
+            admin.add_user(user)
+            tokens[user] = admin.create_token(user)["token"]
+        alice = Client(c.url, tokens["alice"])
+        spy = pw.shell(
+            "env; echo; echo CMDLINE; tr '\\0' ' ' < /proc/$PPID/cmdline; echo; "
+            'ls "$PILOTWAVE_HOME" 2>&1; cat "$HOME/.pilotwave/client.json" 2>&1; true',
+            env={"ASKED": "yes", "PILOTWAVE_JOB_TOKEN": "forged"},
+            client=alice,
+        )
+        spy.result(timeout=60)
+        seen = spy.logs()
+        assert "ASKED=yes" in seen and f"PILOTWAVE_JOB_ID={spy.id}" in seen
+        assert "PILOTWAVE_JOB_TOKEN=forged" not in seen  # the pilot's own settings win
+        for secret in (c.pilot_token, c.admin_token):
+            assert secret not in seen
+        assert "PILOTWAVE_HOME" not in seen and "--token-file" in seen
+
+        # Warm workers: alice's second job reuses her process, bob's job gets his own.
+        pids = {}
+        for user, n in [("alice", 1), ("bob", 1), ("alice", 2)]:
+            pw.connect(c.url, tokens[user])
+            pids[user, n] = jb.whoami.submit().result(timeout=60)["pid"]
+        assert pids["alice", 1] == pids["alice", 2]
+        assert pids["bob", 1] != pids["alice", 1]
+        alice.close()
+
+
+def test_the_pilot_takes_its_token_from_a_private_file_or_the_environment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from pilotwave.cli.main import app
+
+    monkeypatch.delenv("PILOTWAVE_TOKEN", raising=False)
+    run = CliRunner().invoke
+    base = ["pilot", "--server", "http://127.0.0.1:9"]
+    r = run(app, [*base, "--token", "pwp_secret"])
+    assert r.exit_code == 2 and "--token-file" in r.output
+    open_file = tmp_path / "token"
+    open_file.write_text("pwp_secret\n")
+    open_file.chmod(0o644)
+    r = run(app, [*base, "--token-file", str(open_file)])
+    assert r.exit_code == 2 and "chmod 600" in r.output
+    r = run(app, base)
+    assert r.exit_code == 2 and "no token" in r.output
+    r = run(app, [*base, "--pass-env", "PILOTWAVE_*"], env={"PILOTWAVE_TOKEN": "pwp_x"})
+    assert r.exit_code == 2 and "PILOTWAVE_" in r.output
+
+
+def test_a_jobs_environment_is_an_allowlist_and_the_pilots_settings_win() -> None:
+    from pilotwave.pilot.environment import check_pass_env, job_environment
+
+    pilot = {
+        "PATH": "/bin", "LC_ALL": "C", "PILOTWAVE_HOME": "/root/.pilotwave",
+        "PILOTWAVE_TOKEN": "pwp_x", "AWS_SECRET_ACCESS_KEY": "k", "SITE_SCRATCH": "/s",
+    }  # fmt: skip
+    env = job_environment(pilot, {"PILOTWAVE_JOB_ID": "7"}, {"PILOTWAVE_JOB_ID": "1", "A": "b"})
+    assert env == {"PATH": "/bin", "LC_ALL": "C", "PILOTWAVE_JOB_ID": "7", "A": "b"}
+    env = job_environment(pilot, {}, None, check_pass_env(["SITE_*"]))
+    assert env == {"PATH": "/bin", "LC_ALL": "C", "SITE_SCRATCH": "/s"}
+    for bad in ["PILOTWAVE_TOKEN", "PILOT*", "*", ""]:
+        with pytest.raises(ValueError):
+            check_pass_env([bad])
