@@ -25,6 +25,7 @@ from pilotwave.protocol import (
     AttemptState,
     Claimed,
     Gpu,
+    Isolation,
     JobOptions,
     Limits,
     PilotInfo,
@@ -77,8 +78,9 @@ class Q:
         with self.db.write() as conn:
             self.alice = auth.create_user(conn, "alice", self.now)["id"]
             self.bob = auth.create_user(conn, "bob", self.now)["id"]
+            # Pilots of a token for every user's jobs (the fair-share tests need two owners).
             self.token_id, _ = auth.create_token(
-                conn, "alice", auth.Role.PILOT, self.now, ["default", "gpu"]
+                conn, "alice", auth.Role.PILOT, self.now, ["default", "gpu"], all_users=True
             )
 
     def tx(self, fn: Callable[[Any, Wakeups], Any]) -> tuple[Any, Wakeups]:
@@ -111,7 +113,9 @@ class Q:
         queues: tuple[str, ...] = ("default",),
         prefetch: int = 0,
         driver_slots: int = 0,
+        serves: int | None = None,
     ) -> str:
+        """A registered pilot (isolating users); ``serves``: the one owner whose jobs it runs."""
         info = PilotInfo(
             name="p",
             hostname="host",
@@ -122,8 +126,9 @@ class Q:
             slots=slots,
             prefetch=prefetch,
             driver_slots=driver_slots,
+            isolation=Isolation.USER,
         )
-        pid, _ = self.tx(lambda c, w: pilots.register(c, self.token_id, info, self.now))
+        pid, _ = self.tx(lambda c, w: pilots.register(c, self.token_id, info, self.now, serves))
         return pid  # type: ignore[no-any-return]
 
     def claim(self, pid: str, n: int = 10, drivers: int = 0) -> list[Claimed] | None:
@@ -222,6 +227,7 @@ def running_cluster(
     db: str | None = None,
     pilot_args: list[str] | None = None,
     server_args: list[str] | None = None,
+    isolation: str = "none",
 ) -> Iterator[LocalCluster]:
     """A started server and pilots, registered, with the SDK connected to them; stopped after."""
     import pilotwave as pw
@@ -233,6 +239,7 @@ def running_cluster(
         db=db,
         server_args=server_args or FAST_SERVER,
         pilot_args=pilot_args or [],
+        isolation=isolation,
     )
     c.start()
     try:
@@ -364,12 +371,21 @@ class Api:
     def _t(self, token: str | None) -> str | None:
         return self.admin if token == "admin" else token
 
-    def token(self, user: str, role: str = "user", queues: list[str] | None = None) -> str:
+    def token(
+        self,
+        user: str,
+        role: str = "user",
+        queues: list[str] | None = None,
+        all_users: bool | None = None,
+    ) -> str:
+        """A new token; a pilot token runs every user's jobs unless ``all_users=False``."""
         if role != "pilot" or user not in self._users:
             r = self.post("/api/v1/admin/users", {"name": user})
             assert r.status_code in (201, 409)
             self._users.add(user)
-        r = self.post("/api/v1/admin/tokens", {"user": user, "role": role, "queues": queues})
+        every = role == "pilot" if all_users is None else all_users
+        body = {"user": user, "role": role, "queues": queues, "all_users": every}
+        r = self.post("/api/v1/admin/tokens", body)
         assert r.status_code == 201, r.text
         return r.json()["token"]  # type: ignore[no-any-return]
 
@@ -381,6 +397,7 @@ class Api:
             "cores": 4,
             "memory_mb": 1000,
             "slots": 4,
+            "isolation": "user",
             **kw,
         }
         r = self.post("/api/v1/pilots", body, token=token)

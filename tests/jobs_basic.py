@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pilotwave as pw
@@ -25,10 +26,15 @@ def noop() -> None:
     return None
 
 
+PROCESS = uuid.uuid4().hex  # which process ran a job, in whatever PID namespace
+
+
 @pw.job
 def whoami() -> dict:
     return {
         "pid": os.getpid(),
+        "process": PROCESS,
+        "uid": os.getuid(),
         "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "job": os.environ.get("PILOTWAVE_JOB_ID"),
         "cwd": os.getcwd(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -313,10 +314,10 @@ def test_cancelling_a_workflow_cancels_its_tree(q: Q) -> None:
             wf.get(conn, wid, q.bob)
 
 
-def test_driver_tokens_are_signed_and_die_with_their_attempt(q: Q) -> None:
+def test_driver_tokens_are_signed_and_die_with_their_attempt(q: Q, tmp_path: Path) -> None:
     with q.db.write() as conn:
-        key = auth.attempt_secret(conn)
-        assert auth.attempt_secret(conn) == key  # one key per database
+        key = auth.attempt_secret(conn, tmp_path / "key")
+        assert auth.attempt_secret(conn, tmp_path / "key") == key  # the same key on a restart
     token = auth.attempt_token(key, 5, 2)
     assert auth.parse_attempt_token(key, token) == (5, 2)
     forged = token[:-1] + ("1" if token[-1] == "0" else "0")

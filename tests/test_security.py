@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FLOW, SHELL, Api, claim_driver, claim_one, in_process_api
+from harness import FLOW, SHELL, Api, claim_driver, claim_one, in_process_api, wait_for
 
 # -- the authorization matrix ------------------------------------------------------------
 
@@ -160,6 +160,36 @@ def test_token_of_odd_characters_is_a_401_not_a_crash(api: Api) -> None:
             "/api/v1/jobs", headers={"authorization": f"Bearer {token}".encode("latin-1")}
         )
         assert r.status_code == 401, (token, r.text)
+
+
+def test_a_pilot_without_isolation_runs_only_its_token_owners_jobs(api: Api) -> None:
+    every = api.token("ops", role="pilot", queues=["default"])
+    r = api.post("/api/v1/pilots", {**PILOT, "isolation": "none"}, token=every)
+    assert r.status_code == 403 and r.json()["field"] == "isolation", r.text
+    assert "--isolation user" in r.json()["detail"]
+    r = api.post("/api/v1/pilots", {**PILOT, "isolation": "none"}, token=api.admin)
+    assert r.status_code == 403  # an admin token serves everyone too
+
+    alice, bob = api.token("alice"), api.token("bob")
+    own = api.token("alice", role="pilot", queues=["default"], all_users=False)
+    (bobs,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}, token=bob).json()["ids"]
+    (alices,) = api.post("/api/v1/jobs", {"jobs": [SHELL]}, token=alice).json()["ids"]
+    pid = api.pilot(own, isolation="none")
+    r = api.post(f"/api/v1/pilots/{pid}/claim", {"max_jobs": 5}, token=own)
+    assert [j["id"] for j in r.json()["jobs"]] == [alices]  # bob's older job stays queued
+    assert api.get(f"/api/v1/jobs/{bobs}").json()["state"] == "queued"
+    (listed,) = [p for p in api.get("/api/v1/pilots").json()["pilots"] if p["id"] == pid]
+    assert listed["isolation"] == "none" and listed["serves"] == "alice"
+
+
+PILOT = {
+    "name": "p",
+    "hostname": "h",
+    "queues": ["default"],
+    "cores": 4,
+    "memory_mb": 1000,
+    "slots": 4,
+}
 
 
 # -- bounds: every bad input is a 4xx naming what is wrong ------------------------------------
@@ -340,11 +370,27 @@ def test_a_key_kept_in_the_database_by_an_older_version_moves_to_a_file(tmp_path
 
 # -- what a job can see on its pilot (real server and pilot processes) -----------------------
 
+# Section markers printed as "@1".."@4" but written otherwise: the command's own text (which
+# /proc shows as the parent's command line) must not look like them.
+SPY = (
+    "id -u; echo @$((0+1)); env; echo @$((1+1)); tr '\\0' ' ' < /proc/$PPID/cmdline; echo; "
+    "echo PROCS $(ls /proc | grep -c '^[0-9]'); echo @$((2+1)); "
+    'for f in {home}/* {home}/tokens/* /proc/*/environ; do cat "$f" 2>/dev/null; done; '
+    "echo @$((3+1)); touch planted 2>&1; true"
+)
+
+
+def _section(text: str, n: int) -> str:
+    return text.split(f"@{n}\n")[1].split(f"@{n + 1}\n")[0]
+
 
 @pytest.mark.slow
-def test_a_job_sees_neither_the_pilots_token_nor_its_home_and_owners_never_share_a_worker(
-    pw_home: Path,
+def test_a_job_reaches_nothing_of_the_pilots_or_of_other_users(
+    pw_home: Path, tmp_path: Path
 ) -> None:
+    """A pilot running every user's jobs (as root, ``--isolation user``): a user's job reads
+    neither the pilot's token nor its home, command line or other jobs' environments,
+    cannot change its sandbox, and owners never share a warm worker."""
     import jobs_basic as jb
     from harness import running_cluster
 
@@ -352,35 +398,59 @@ def test_a_job_sees_neither_the_pilots_token_nor_its_home_and_owners_never_share
     from pilotwave.sdk.client import Client
 
     # One pilot keeping two idle workers: without keys per owner, bob would reuse alice's.
-    with running_cluster(pw_home, pilots=1, slots=2) as c:
+    with running_cluster(pw_home, pilots=1, slots=2, isolation="user") as c:
         admin = c.client()
         tokens = {}
         for user in ("alice", "bob"):
             admin.add_user(user)
             tokens[user] = admin.create_token(user)["token"]
+        (pilot,) = admin.pilots()
+        assert pilot["isolation"] == "user" and pilot["serves"] is None
         alice = Client(c.url, tokens["alice"])
+        box = tmp_path / "box"
+        box.mkdir()
+        (box / "code.txt").write_text("alice's code\n")
+        # bob's job runs meanwhile: its environment (with its token) must stay out of reach.
+        bob = Client(c.url, tokens["bob"])
+        sleeper = pw.shell("sleep 30", client=bob)
+        wait_for(lambda: bob.job(sleeper.id)["state"] == "running", what="bob's job")
         spy = pw.shell(
-            "env; echo; echo CMDLINE; tr '\\0' ' ' < /proc/$PPID/cmdline; echo; "
-            'ls "$PILOTWAVE_HOME" 2>&1; cat "$HOME/.pilotwave/client.json" 2>&1; true',
+            SPY.format(home=c.home),
             env={"ASKED": "yes", "PILOTWAVE_JOB_TOKEN": "forged"},
+            sandbox=box,
             client=alice,
         )
         spy.result(timeout=60)
         seen = spy.logs()
+        sleeper.cancel()
+        uid = int(seen.split()[0])
+        assert uid == 1_000_000_000 + alice.whoami()["user_id"]
         assert "ASKED=yes" in seen and f"PILOTWAVE_JOB_ID={spy.id}" in seen
         assert "PILOTWAVE_JOB_TOKEN=forged" not in seen  # the pilot's own settings win
-        for secret in (c.pilot_token, c.admin_token):
+        for secret in (c.pilot_token, c.admin_token, tokens["bob"], tokens["alice"]):
             assert secret not in seen
-        assert "PILOTWAVE_HOME" not in seen and "--token-file" in seen
+        assert f"PILOTWAVE_JOB_ID={sleeper.id}" not in seen  # bob's job's environment
+        env = _section(seen, 1)
+        assert "PILOTWAVE_HOME" not in env and "PILOTWAVE_TOKEN" not in env
+        assert "--token-file" not in _section(seen, 2)  # not the pilot's command line
+        files = _section(seen, 3)  # the pilot's files, every environ in its /proc
+        key = (c.home / "attempt-key").read_text().strip()
+        assert key not in files and '"token"' not in files  # no attempt key, no client.json
+        assert f"PILOTWAVE_JOB_ID={spy.id}" in files  # its own environment, and only that
+        assert int(_section(seen, 2).split("PROCS ")[-1].split()[0]) <= 5  # its own namespace
+        assert "Permission denied" in seen.split("@4\n")[1]  # the sandbox is read-only
+        assert spy.result()["exit_code"] == 0
 
         # Warm workers: alice's second job reuses her process, bob's job gets his own.
-        pids = {}
+        ran = {}
         for user, n in [("alice", 1), ("bob", 1), ("alice", 2)]:
             pw.connect(c.url, tokens[user])
-            pids[user, n] = jb.whoami.submit().result(timeout=60)["pid"]
-        assert pids["alice", 1] == pids["alice", 2]
-        assert pids["bob", 1] != pids["alice", 1]
+            ran[user, n] = jb.whoami.submit().result(timeout=60)
+        assert ran["alice", 1]["process"] == ran["alice", 2]["process"]
+        assert ran["bob", 1]["process"] != ran["alice", 1]["process"]
+        assert ran["bob", 1]["uid"] == 1_000_000_000 + bob.whoami()["user_id"]
         alice.close()
+        bob.close()
 
 
 def test_the_pilot_takes_its_token_from_a_private_file_or_the_environment_only(

@@ -31,6 +31,8 @@ from pilotwave.cli.common import (
     out,
 )
 from pilotwave.errors import PilotwaveError
+from pilotwave.pilot.isolation import DEFAULT_UID_BASE
+from pilotwave.protocol import Isolation
 from pilotwave.sdk import config
 
 app = typer.Typer(
@@ -112,6 +114,20 @@ def server(
         attempt_key_file=attempt_key_file,
     )
     serve(settings, host=host, port=port, log_level="warning" if log_level != "debug" else "info")
+
+
+def _account(name: str | None) -> int | None:
+    """The uid of an account given by name or number."""
+    if name is None:
+        return None
+    import pwd
+
+    try:
+        return int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise typer.BadParameter(
+            f"no account {name!r} on this machine", param_hint="--run-as"
+        ) from None
 
 
 def _pilot_token(path: Path | None) -> str:
@@ -202,6 +218,24 @@ def pilot(
         Path | None, typer.Option(help="Scratch directory for jobs (default: a temporary one).")
     ] = None,
     name: Annotated[str, typer.Option(help="Pilot name shown by the server.")] = "",
+    isolation: Annotated[
+        Isolation,
+        typer.Option(
+            help="none: jobs run as you (a pilot token of your own only). user: as root, each "
+            "owner's jobs as a user of their own in namespaces of their own (needed to run "
+            "every user's jobs)."
+        ),
+    ] = Isolation.NONE,
+    uid_base: Annotated[
+        int, typer.Option(help="--isolation user: owner N's jobs run as uid UID_BASE + N.")
+    ] = DEFAULT_UID_BASE,
+    run_as: Annotated[
+        str | None,
+        typer.Option(
+            help="--isolation user: run every job as this account instead (weaker: owners "
+            "share one uid, though each job still has namespaces of its own)."
+        ),
+    ] = None,
     sandbox_cache_mb: Annotated[
         int,
         typer.Option(
@@ -248,6 +282,9 @@ def pilot(
         token=secret,
         pass_env=passed,
         sandbox_cache_bytes=sandbox_cache_mb * 1024 * 1024,
+        isolation=isolation,
+        uid_base=uid_base,
+        run_as=_account(run_as),
         queues=[q for qs in queue for q in qs.split(",") if q],
         labels=[x for x in labels.split(",") if x],
         cores=n_cores,
@@ -278,12 +315,25 @@ def up(
     detach: Annotated[
         bool, typer.Option(help="Start in the background; stop with `pilotwave down`.")
     ] = False,
+    isolation: Annotated[
+        Isolation,
+        typer.Option(
+            help="none: the pilots run the admin's jobs (yours). user (as root): every user's, "
+            "each owner's as a user of their own (see `pilotwave pilot --help`)."
+        ),
+    ] = Isolation.NONE,
 ) -> None:
     """Start a server and local pilots, and configure this machine's SDK and CLI to use them."""
     from pilotwave.provision.local import LocalCluster
 
     cluster = LocalCluster(
-        _home(home), pilots=pilots, slots=slots or None, db=db, port=port, detach=detach
+        _home(home),
+        pilots=pilots,
+        slots=slots or None,
+        db=db,
+        port=port,
+        detach=detach,
+        isolation=isolation.value,
     )
     try:
         cluster.start()
@@ -513,13 +563,16 @@ def pilots(as_json: JsonOpt = False) -> None:
         _print_json(rows)
         return
     table = Table(box=None)
-    for col in ("id", "name", "state", "queues", "slots", "cores", "memory", "gpus", "last seen"):
+    columns = ("id", "name", "state", "isolation", "runs jobs of", "queues", "slots", "cores")
+    for col in (*columns, "memory", "gpus", "last seen"):
         table.add_column(col)
     for p in rows:
         table.add_row(
             p["id"][:8],
             p["name"],
             p["state"],
+            p["isolation"],
+            p["serves"] or "all users",
             ",".join(p["queues"]),
             str(p["slots"]),
             str(p["cores"]),
@@ -564,6 +617,14 @@ def token_create(
         list[str], typer.Option(help="Queues a pilot token may serve (repeat; * for all).")
     ] = [],  # noqa: B006
     description: Annotated[str, typer.Option(help="Free text.")] = "",
+    all_users: Annotated[
+        bool,
+        typer.Option(
+            "--all-users",
+            help="A pilot token whose pilots run every user's jobs (they must then run with "
+            "--isolation user). Without it, its pilots run only the token owner's jobs.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token and print it (it is shown only once)."""
@@ -574,7 +635,11 @@ def token_create(
         raise typer.BadParameter(
             "a pilot token needs --queue (repeat it, or * for every queue)", param_hint="--queue"
         )
-    tok = _client().create_token(user, role=role, queues=queue or None, description=description)
+    if all_users and role != "pilot":
+        raise typer.BadParameter("--all-users is for pilot tokens (--pilot)")
+    tok = _client().create_token(
+        user, role=role, queues=queue or None, description=description, all_users=all_users
+    )
     if as_json:
         _print_json(tok)
     else:

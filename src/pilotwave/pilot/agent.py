@@ -41,6 +41,7 @@ from pilotwave.pilot.api import PilotApi
 from pilotwave.pilot.core import CoreConfig, PilotCore
 from pilotwave.pilot.environment import PER_JOB, job_environment
 from pilotwave.pilot.executors import Outcome, ShellRun, Worker, WorkerPool
+from pilotwave.pilot.isolation import DEFAULT_UID_BASE, isolator
 from pilotwave.pilot.logtail import LogTail
 from pilotwave.pilot.sandboxes import DEFAULT_CACHE_BYTES, SandboxCache
 from pilotwave.protocol import (
@@ -52,6 +53,7 @@ from pilotwave.protocol import (
     ClaimRequest,
     Gpu,
     Heartbeat,
+    Isolation,
     Known,
     Limits,
     LogChunk,
@@ -62,6 +64,7 @@ from pilotwave.protocol import (
 )
 from pilotwave.protocol.limits import LOG_CHUNK_BYTES
 from pilotwave.protocol.wire import DriverNote, check_artifact_name, wait_of
+from pilotwave.sdk import config
 
 log = logging.getLogger("pilotwave.pilot")
 
@@ -82,6 +85,10 @@ class PilotConfig(CoreConfig):
     name: str = ""
     pass_env: list[str] = field(default_factory=list)
     sandbox_cache_bytes: int = DEFAULT_CACHE_BYTES
+    isolation: Isolation = Isolation.NONE
+    uid_base: int = DEFAULT_UID_BASE
+    run_as: int | None = None
+    """``user`` isolation: every job as this uid instead of one per owner."""
     """Globs of the pilot's own variables that jobs also get (``environment.PASSED`` always)."""
 
 
@@ -127,16 +134,22 @@ class Pilot:
         self.api = PilotApi(cfg.server, cfg.token)
         self.workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="pilotwave-pilot-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cache = (
-            cfg.cache
-            or Path(os.environ.get("PILOTWAVE_HOME", "~/.pilotwave")).expanduser()
-            / "cache"
-            / "sandboxes"
-        )
+        self.isolator = isolator(cfg.isolation, self.workdir, cfg.uid_base, cfg.run_as)
+        if cfg.isolation is Isolation.USER:
+            cache = self.workdir / "sandboxes"  # jobs of other users reach it; the home not
+        else:
+            cache = cfg.cache or config.home() / "cache" / "sandboxes"
         self.pool = WorkerPool(self.workdir, max_idle=cfg.slots)
         self.sandboxes = SandboxCache(
-            cache, self.api.blob, max_bytes=cfg.sandbox_cache_bytes, on_evict=self.pool.forget
+            cache,
+            self.api.blob,
+            max_bytes=cfg.sandbox_cache_bytes,
+            on_evict=self.pool.forget,
+            share=self.isolator.share,
         )
+        if cfg.isolation is Isolation.USER:
+            self.sandboxes.dir.chmod(0o711)
+            cache.chmod(0o711)
         self.runners = ThreadPoolExecutor(
             max_workers=cfg.slots + cfg.driver_slots + cfg.warm_drivers + 4,
             thread_name_prefix="runner",
@@ -221,6 +234,7 @@ class Pilot:
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> int:
+        self.isolator.probe()
         info = PilotInfo(
             name=self.cfg.name or f"{socket.gethostname()}:{os.getpid()}",
             hostname=socket.gethostname(),
@@ -233,6 +247,7 @@ class Pilot:
             prefetch=self.cfg.prefetch,
             driver_slots=self.cfg.driver_slots,
             version=pilotwave.__version__,
+            isolation=self.cfg.isolation,
         )
         reg = self.api.register(info)
         self.heartbeat_interval = reg.heartbeat_interval_s
@@ -470,7 +485,7 @@ class Pilot:
         return task is not None and task.kill_reason is not None
 
     def _execute(self, job: Claimed, jobdir: Path) -> Outcome:
-        box = self.sandboxes.acquire(job.sandbox) if job.sandbox else None
+        box = self.sandboxes.acquire(job.sandbox, job.owner) if job.sandbox else None
         try:
             return self._execute_in(job, jobdir, box)
         finally:
@@ -497,10 +512,12 @@ class Pilot:
             "TMPDIR": str(jobdir / "tmp"),
         }
         (jobdir / "tmp").mkdir(exist_ok=True)
+        own.update(self.isolator.prepare(jobdir, job.owner))
+        jail = self.isolator.prefix(job.owner)
         if job.kind == "shell":
             own["PYTHONUNBUFFERED"] = "1"
             env = job_environment(os.environ, own, spec.get("env"), self.cfg.pass_env)
-            run = ShellRun(spec["argv"], box or jobdir, env, jobdir / "output.log")
+            run = ShellRun(spec["argv"], box or jobdir, env, jobdir / "output.log", jail)
             with self.lock:
                 self.executions[job.key] = run
                 self.tails[job.key] = LogTail(job.id, job.attempt, run.log_path, 0)
@@ -519,7 +536,7 @@ class Pilot:
         # A driver gets a fresh process: module state left by another run must not make a
         # replay take a different path.
         fresh = job.isolate or job.is_driver
-        worker = self.pool.acquire(key, box, env, fresh=fresh)
+        worker = self.pool.acquire(key, box, env, fresh=fresh, prefix=jail)
         with self.lock:
             self.executions[job.key] = worker
             self.tails[job.key] = LogTail(job.id, job.attempt, worker.log_path, worker.log_size())

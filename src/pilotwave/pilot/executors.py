@@ -59,7 +59,12 @@ class Worker:
     _seq = 0
 
     def __init__(
-        self, key: tuple[Any, ...], workdir: Path, sandbox: Path | None, env: dict[str, str]
+        self,
+        key: tuple[Any, ...],
+        workdir: Path,
+        sandbox: Path | None,
+        env: dict[str, str],
+        prefix: list[str] | None = None,
     ) -> None:
         Worker._seq += 1
         self.key = key
@@ -70,7 +75,13 @@ class Worker:
         env = {**env, "PILOTWAVE_SANDBOX": str(sandbox) if sandbox else "", "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pilotwave.pilot.worker", str(child.fileno())],
+                [
+                    *(prefix or []),
+                    sys.executable,
+                    "-m",
+                    "pilotwave.pilot.worker",
+                    str(child.fileno()),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -172,10 +183,17 @@ class WorkerPool:
         self._lock = threading.Lock()
 
     def acquire(
-        self, key: tuple[Any, ...], sandbox: Path | None, env: dict[str, str], fresh: bool
+        self,
+        key: tuple[Any, ...],
+        sandbox: Path | None,
+        env: dict[str, str],
+        fresh: bool,
+        prefix: list[str] | None = None,
     ) -> Worker:
+        """An idle worker of ``key``, or a new one (started with ``prefix``: an isolated
+        owner's jail); with ``fresh``, one that has run nothing yet."""
         if fresh:
-            return self._fresh(key, sandbox, env)
+            return self._fresh(key, sandbox, env, prefix)
         with self._lock:
             for wid, w in self._idle.items():
                 if w.key == key:
@@ -184,9 +202,15 @@ class WorkerPool:
                         return w
                     w.stop()
                     break
-        return Worker(key, self.workdir, sandbox, env)
+        return Worker(key, self.workdir, sandbox, env, prefix)
 
-    def _fresh(self, key: tuple[Any, ...], sandbox: Path | None, env: dict[str, str]) -> Worker:
+    def _fresh(
+        self,
+        key: tuple[Any, ...],
+        sandbox: Path | None,
+        env: dict[str, str],
+        prefix: list[str] | None,
+    ) -> Worker:
         with self._lock:
             spare = self._spares.pop(key, None)
             again = key in self._fresh_keys
@@ -194,10 +218,10 @@ class WorkerPool:
         if spare is not None and not spare.alive():
             spare.stop()
             spare = None
-        worker = spare or Worker(key, self.workdir, sandbox, env)
+        worker = spare or Worker(key, self.workdir, sandbox, env, prefix)
         if not again:
             return worker
-        replacement = Worker(key, self.workdir, sandbox, env)  # starts while this one runs
+        replacement = Worker(key, self.workdir, sandbox, env, prefix)  # starts while this one runs
         dropped = []
         with self._lock:
             self._spares[key] = replacement
@@ -241,12 +265,19 @@ class WorkerPool:
 class ShellRun:
     """A command as a subprocess, output to ``log_path``."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        log_path: Path,
+        prefix: list[str] | None = None,
+    ) -> None:
         self.log_path = log_path
         with open(log_path, "ab") as out:
             try:
                 self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                    argv,
+                    [*(prefix or []), *argv],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,

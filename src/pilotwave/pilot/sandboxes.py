@@ -69,6 +69,8 @@ class SandboxCache:
     limits: UnpackLimits = field(default_factory=UnpackLimits)
     on_evict: Callable[[Path], None] | None = None
     """Told of each evicted folder (the pilot stops idle workers started in it)."""
+    share: Callable[[Path, int], None] | None = None
+    """Lets an owner's jobs read a freshly unpacked sandbox (``Isolator.share``)."""
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -76,31 +78,33 @@ class SandboxCache:
         self.dir = self.root / f"p{os.getpid()}"
         remove_tree(self.dir)
         self.dir.mkdir()
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        # By (hash, owner): each owner reads their own copy.  Least recently used first.
+        self._entries: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
         self._by_path: dict[Path, _Entry] = {}
         self._retired: dict[Path, _Entry] = {}  # changed by a job; removed when unused
         self._lock = threading.Lock()
         self._unpacking: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._seq = 0
 
-    def acquire(self, sha256: str) -> Path:
-        """The unpacked sandbox, held for a job until ``release``; raises ``SandboxError`` for
-        a corrupt, unsafe or oversize archive."""
+    def acquire(self, sha256: str, owner: int = 0) -> Path:
+        """The unpacked sandbox for a job of ``owner``, held until ``release``; raises
+        ``SandboxError`` for a corrupt, unsafe or oversize archive."""
+        key = (sha256, owner)
         with self._unpacking[sha256]:
             with self._lock:
-                entry = self._entries.get(sha256)
+                entry = self._entries.get(key)
                 if entry is not None:
-                    self._entries.move_to_end(sha256)
+                    self._entries.move_to_end(key)
                     entry.users += 1
             if entry is not None:
                 if snapshot(entry.path) == entry.manifest:
                     return entry.path
                 log.warning("sandbox %s was changed by a job: unpacking it again", sha256[:12])
                 with self._lock:
-                    del self._entries[sha256]  # out of the cache; gone when its jobs end
+                    del self._entries[key]  # out of the cache; gone when its jobs end
                     self._retired[entry.path] = entry
                 self.release(entry.path)
-            return self._unpack(sha256)
+            return self._unpack(sha256, owner)
 
     def release(self, path: Path) -> None:
         """A job is done with the sandbox at ``path``."""
@@ -119,7 +123,7 @@ class SandboxCache:
     def close(self) -> None:
         remove_tree(self.dir)
 
-    def _unpack(self, sha256: str) -> Path:
+    def _unpack(self, sha256: str, owner: int) -> Path:
         data = self.fetch(sha256)
         if hashlib.sha256(data).hexdigest() != sha256:
             raise SandboxError(f"sandbox {sha256[:12]} arrived corrupted (hash mismatch)")
@@ -128,9 +132,11 @@ class SandboxCache:
             dest = self.dir / f"{sha256[:16]}-{self._seq}"
         size = sandbox.unpack(data, dest, self.limits)
         make_read_only(dest)
+        if self.share is not None:
+            self.share(dest, owner)
         entry = _Entry(dest, size, snapshot(dest), users=1)
         with self._lock:
-            self._entries[sha256] = self._by_path[dest] = entry
+            self._entries[(sha256, owner)] = self._by_path[dest] = entry
             evicted = self._over_cap()
         for path in evicted:
             self._remove(path)
@@ -144,11 +150,11 @@ class SandboxCache:
     def _over_cap(self) -> list[Path]:
         total = sum(e.size for e in self._entries.values())
         out = []
-        for sha, entry in list(self._entries.items()):
+        for key, entry in list(self._entries.items()):
             if total <= self.max_bytes:
                 break
             if entry.users == 0:
-                del self._entries[sha], self._by_path[entry.path]
+                del self._entries[key], self._by_path[entry.path]
                 total -= entry.size
                 out.append(entry.path)
         return out

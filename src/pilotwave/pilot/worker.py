@@ -156,6 +156,8 @@ def _die_with_pilot() -> None:
     burn the machine (and a workflow driver would retry a server that may be gone).  The
     wait is on a pidfd of the pilot: the kernel wakes it when the pilot exits.
     """
+    if os.environ.get("PILOTWAVE_JAIL"):
+        return  # in a jail: it dies with the pilot already (``jail``), and its parent is PID 1
     pilot = os.getppid()
     if pilot == 1:  # the pilot died before this worker got here
         os.killpg(os.getpgid(0), signal.SIGKILL)

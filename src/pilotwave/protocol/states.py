@@ -88,6 +88,18 @@ class PilotState(StrEnum):
     """Deregistered after a clean shutdown."""
 
 
+class Isolation(StrEnum):
+    """How a pilot keeps the jobs it runs apart from itself and from each other."""
+
+    NONE = "none"
+    """Jobs run as the pilot's own user: for a pilot only its token's owner uses (a laptop)."""
+    USER = "user"
+    """Each owner's jobs run as an unprivileged user of their own, each job in PID and mount
+    namespaces of its own (the pilot runs as root)."""
+    CONTAINER = "container"
+    """Each job runs in a container."""
+
+
 class JobKind(StrEnum):
     PYTHON = "python"
     """A function ``module:qualname`` called with JSON arguments in a warm worker."""

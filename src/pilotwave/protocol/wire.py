@@ -19,7 +19,7 @@ from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
 from pilotwave.protocol.globs import check_glob
 from pilotwave.protocol.limits import MAX_BATCH, MAX_IDS, Limits, check_depth
-from pilotwave.protocol.states import KillReason, Reason
+from pilotwave.protocol.states import Isolation, KillReason, Reason
 
 FUTURE = "$pw_future"
 """``{"$pw_future": id}`` in a job's arguments: the result of job ``id``, filled in by the server."""
@@ -358,6 +358,8 @@ class PilotInfo:
     driver_slots: Annotated[int, Ge(0), Le(MAX_BATCH)] = 0
     """Workflow drivers that may run a step at once (parked ones hold none)."""
     version: Annotated[str, MaxLen(32), TEXT] = ""
+    isolation: Isolation = Isolation.NONE
+    """How it keeps jobs apart: a pilot running every user's jobs may not use ``none``."""
     __pydantic_config__ = _FORBID
 
 

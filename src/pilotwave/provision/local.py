@@ -46,7 +46,10 @@ class LocalCluster:
         pilot_args: list[str] | None = None,
         log_dir: Path | None = None,
         detach: bool = False,
+        isolation: str = "none",
     ) -> None:
+        """``isolation`` ``none``: the pilots run the admin's jobs only (one person's machine);
+        ``user`` (as root): they run every user's, each owner's as a user of their own."""
         self.home = Path(home).resolve()
         self.n_pilots = pilots
         self.slots = slots
@@ -56,6 +59,7 @@ class LocalCluster:
         self.pilot_args = list(pilot_args or [])
         self.log_dir = Path(log_dir or self.home / "logs")
         self.detach = detach
+        self.isolation = isolation
         self.server: subprocess.Popen[bytes] | None = None
         self.pilots: list[subprocess.Popen[bytes]] = []
         self.url = ""
@@ -129,7 +133,11 @@ class LocalCluster:
         client.health()
         if not self.pilot_token:
             self.pilot_token = client.create_token(
-                "admin", role="pilot", queues=["*"], description="local pilots"
+                "admin",
+                role="pilot",
+                queues=["*"],
+                description="local pilots",
+                all_users=self.isolation != "none",
             )["token"]
 
     def start_pilot(
@@ -148,6 +156,8 @@ class LocalCluster:
             str(self._token_file(token or self.pilot_token)),
             "--queue",
             "*",
+            "--isolation",
+            self.isolation,
             *self.pilot_args,
             *extra,
         )

@@ -207,9 +207,22 @@ class Client:
         return self.http.post("/api/v1/admin/users", {"name": name})
 
     def create_token(
-        self, user: str, role: str = "user", queues: list[str] | None = None, description: str = ""
+        self,
+        user: str,
+        role: str = "user",
+        queues: list[str] | None = None,
+        description: str = "",
+        all_users: bool = False,
     ) -> dict[str, Any]:
-        body = {"user": user, "role": role, "queues": queues, "description": description}
+        """A new token (its secret is in this answer only).  A pilot token runs only ``user``'s
+        jobs unless ``all_users``: then its pilots must isolate jobs (``--isolation user``)."""
+        body = {
+            "user": user,
+            "role": role,
+            "queues": queues,
+            "description": description,
+            "all_users": all_users,
+        }
         return self.http.post("/api/v1/admin/tokens", body)
 
     def tokens(self) -> list[dict[str, Any]]:

@@ -146,6 +146,11 @@ class Pilot(TypedDict):
     parkable: int
     state: str
     version: str
+    isolation: str
+    """How it keeps jobs apart: ``none``, ``user`` or ``container``."""
+    serves_owner: int | None
+    serves: str | None
+    """The one user whose jobs it runs; ``None``: every user's."""
     claim_seq: int
     registered_at: float
     last_seen: float

@@ -51,6 +51,7 @@ class Principal:
     role: Role
     queues: tuple[str, ...] = ()
     attempt: tuple[int, int] | None = None  # (job id, attempt) for an attempt token
+    all_users: bool = False  # a pilot token that runs every user's jobs, not only its owner's
 
     @property
     def sees_all(self) -> bool:
@@ -169,14 +170,26 @@ def new_token(role: Role) -> str:
 def lookup(conn: Connection, token: str) -> Principal | None:
     row = conn.execute(
         sa.select(
-            tokens.c.id, tokens.c.role, tokens.c.queues, users.c.id.label("uid"), users.c.name
+            tokens.c.id,
+            tokens.c.role,
+            tokens.c.queues,
+            tokens.c.all_users,
+            users.c.id.label("uid"),
+            users.c.name,
         )
         .select_from(tokens.join(users, users.c.id == tokens.c.user_id))
         .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None))
     ).one_or_none()
     if row is None:
         return None
-    return Principal(row.id, row.uid, row.name, Role(row.role), tuple(row.queues or ()))
+    return Principal(
+        row.id,
+        row.uid,
+        row.name,
+        Role(row.role),
+        tuple(row.queues or ()),
+        all_users=bool(row.all_users),
+    )
 
 
 class TokenCache:
@@ -228,10 +241,16 @@ def create_token(
     now: float,
     queues: list[str] | None = None,
     description: str = "",
+    all_users: bool = False,
 ) -> tuple[int, str]:
-    """Create a token for ``user``; returns its id and the secret (shown only now)."""
+    """Create a token for ``user``; returns its id and the secret (shown only now).
+
+    A pilot token runs only its owner's jobs unless ``all_users``: then its pilots must
+    isolate the jobs they run (``--isolation user`` or ``container``)."""
     if role is Role.PILOT and not queues:
         raise InvalidRequest("a pilot token needs the queues it may serve", field="queues")
+    if all_users and role is not Role.PILOT:
+        raise InvalidRequest("only a pilot token runs other users' jobs", field="all_users")
     secret = new_token(role)
     tid = conn.execute(
         tokens.insert()
@@ -240,6 +259,7 @@ def create_token(
             role=role,
             user_id=user_id(conn, user),
             queues=queues if role is Role.PILOT else None,
+            all_users=all_users,
             description=description,
             created_at=now,
         )
@@ -264,6 +284,7 @@ def list_tokens(conn: Connection) -> list[dict[str, Any]]:
             tokens.c.id,
             tokens.c.role,
             tokens.c.queues,
+            tokens.c.all_users,
             tokens.c.description,
             tokens.c.created_at,
             tokens.c.revoked_at,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pilotwave.protocol import AttemptReport, CommandRecord, JobSubmission, LogChunk
 from pilotwave.protocol.limits import MAX_BATCH, MAX_IDS, MAX_WATCH, check_depth
-from pilotwave.protocol.wire import INT64, QUEUES
+from pilotwave.protocol.wire import INT64, QUEUES, TEXT
 
 
 class Strict(BaseModel):
@@ -94,7 +94,11 @@ class TokenIn(Strict):
     user: str = Field(..., min_length=1, max_length=64)
     role: Literal["admin", "user", "pilot"] = "user"
     queues: list[Annotated[str, Field(pattern=QUEUES.anchored)]] | None = None
-    description: str = Field("", max_length=200)
+    description: str = Field("", max_length=200, pattern=TEXT.anchored)
+    all_users: bool = Field(
+        False,
+        description="a pilot token whose pilots run every user's jobs (they must isolate them)",
+    )
 
 
 class ReportsIn(Strict):

@@ -37,6 +37,8 @@ tokens = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("user_id", Id, sa.ForeignKey("users.id"), nullable=False),
     sa.Column("queues", sa.JSON, nullable=True),  # pilot tokens: the queues they may serve
+    # Pilot tokens: run every user's jobs (pilots must isolate them) or only the owner's.
+    sa.Column("all_users", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("description", sa.String(200), nullable=False, server_default=""),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("revoked_at", Time, nullable=True),
@@ -66,6 +68,9 @@ pilots = sa.Table(
     sa.Column("driver_slots", sa.Integer, nullable=False, server_default="0"),
     # Its drivers that only wait (it may park them): what it last told the server.
     sa.Column("parkable", sa.Integer, nullable=False, server_default="0"),
+    # How it keeps jobs apart (protocol.Isolation), and whose jobs it runs (None: anyone's).
+    sa.Column("isolation", sa.String(16), nullable=False, server_default="none"),
+    sa.Column("serves_owner", Id, nullable=True),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("version", sa.String(32), nullable=False, server_default=""),
     sa.Column("claim_seq", sa.Integer, nullable=False, server_default="0"),

@@ -67,6 +67,8 @@ def _queued(all_queues: bool, lock: bool, *conditions: Any) -> Any:
             sa.true() if all_queues else jobs.c.queue.in_(_B("queues", expanding=True)),
             jobs.c.not_before <= _B("now"),
             jobs.c.held == sa.false(),
+            # A pilot that runs only its token owner's jobs (``pilots.serves_owner``).
+            sa.or_(_B("any_owner", type_=sa.Boolean), jobs.c.owner_id == _B("owner")),
             *conditions,
         )
         .order_by(jobs.c.priority.desc(), jobs.c.id)
@@ -92,6 +94,11 @@ _DRIVERS = {
     for a in (True, False)
     for lock in (True, False)
 }
+
+
+def _scope(pilot: Any) -> dict[str, Any]:
+    """The candidate queries' parameters that say whose jobs ``pilot`` may run."""
+    return {"any_owner": pilot.serves_owner is None, "owner": pilot.serves_owner or 0}
 
 
 def free_capacity(conn: Connection, pilot: Any) -> tuple[Capacity, int, int]:
@@ -156,7 +163,7 @@ def drivers_queued(conn: Connection, pilot_id: str, now: float) -> int:
     if pilot is None or limit <= 0:
         return 0
     every_queue = "*" in pilot.queues
-    params: dict[str, Any] = {"now": now, "size": limit}
+    params: dict[str, Any] = {"now": now, "size": limit, **_scope(pilot)}
     if not every_queue:
         params["queues"] = pilot.queues
     labels = frozenset(pilot.labels)
@@ -309,6 +316,7 @@ def _pick(
             "gpus": len(capacity.gpus),
             "size": size,
             "offset": offset,
+            **_scope(pilot),
         }
         every_queue = "*" in pilot.queues
         if not every_queue:
@@ -334,7 +342,7 @@ def _pick_drivers(
     if budget <= 0:
         return [], {}
     every_queue = "*" in pilot.queues
-    params: dict[str, Any] = {"now": now, "size": 2 * budget + 8}
+    params: dict[str, Any] = {"now": now, "size": 2 * budget + 8, **_scope(pilot)}
     if not every_queue:
         params["queues"] = pilot.queues
     labels = frozenset(pilot.labels)

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from pilotwave.errors import Forbidden, NotFound
 from pilotwave.protocol import (
     AttemptState,
+    Isolation,
     JobState,
     Kill,
     KillReason,
@@ -21,7 +22,7 @@ from pilotwave.protocol import (
     PilotInfo,
     PilotState,
 )
-from pilotwave.store.schema import attempts, jobs, pilots
+from pilotwave.store.schema import attempts, jobs, pilots, users
 from pilotwave.wms.attempts import JOB_FOR_ENDING, Endings
 from pilotwave.wms.claims import LATER
 from pilotwave.wms.events import event, record
@@ -30,7 +31,25 @@ from pilotwave.wms.retry import AttemptEnd, RetryPolicy
 from pilotwave.wms.wakeups import Wakeups, command_topic
 
 
-def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> str:
+def whose_jobs(isolation: Isolation, owner: int, *, every_user: bool) -> int | None:
+    """Whose jobs a pilot may run: its token owner's (an id), or everyone's (``None``) for
+    a token meant for every user, whose pilots must then keep jobs apart."""
+    if not every_user:
+        return owner
+    if isolation is Isolation.NONE:
+        raise Forbidden(
+            "this token runs every user's jobs: its pilots must keep them apart "
+            "(--isolation user, as root, or --isolation container); a pilot without "
+            "isolation needs a pilot token of a single user",
+            field="isolation",
+        )
+    return None
+
+
+def register(
+    conn: Connection, token_id: int, info: PilotInfo, now: float, serves_owner: int | None
+) -> str:
+    """Record a new pilot; it will run only ``serves_owner``'s jobs, or anyone's if ``None``."""
     pilot_id = uuid.uuid4().hex
     ensure_queues(conn, {q for q in info.queues if q != "*"}, now)
     conn.execute(
@@ -49,6 +68,8 @@ def register(conn: Connection, token_id: int, info: PilotInfo, now: float) -> st
             driver_slots=info.driver_slots,
             state=PilotState.ACTIVE,
             version=info.version,
+            isolation=info.isolation,
+            serves_owner=serves_owner,
             claim_seq=0,
             registered_at=now,
             last_seen=now,
@@ -278,7 +299,12 @@ def _running_on(conn: Connection, pilot_id: str) -> list[Any]:
 
 
 def list_pilots(conn: Connection, states: Sequence[str] = ()) -> list[dict[str, Any]]:
-    q = sa.select(pilots).order_by(pilots.c.registered_at.desc())
+    """Pilots, newest first; ``serves`` names the one user whose jobs it runs (``None``: all)."""
+    q = (
+        sa.select(pilots, users.c.name.label("serves"))
+        .select_from(pilots.outerjoin(users, users.c.id == pilots.c.serves_owner))
+        .order_by(pilots.c.registered_at.desc())
+    )
     if states:
         q = q.where(pilots.c.state.in_(states))
     return [dict(r._mapping) for r in conn.execute(q)]

@@ -16,7 +16,9 @@ router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 @router.get("/whoami", response_class=JSON)
 async def whoami(who: PrincipalDep) -> Any:
-    return JSON({"user": who.user, "role": who.role, "queues": list(who.queues)})
+    return JSON(
+        {"user": who.user, "user_id": who.user_id, "role": who.role, "queues": list(who.queues)}
+    )
 
 
 @router.post("/admin/users", status_code=201, response_class=JSON)
@@ -35,11 +37,18 @@ async def add_token(body: TokenIn, core: CoreDep, who: PrincipalDep) -> Any:
     t = now()
     tid, secret = await core.write(
         lambda conn, wake: auth.create_token(
-            conn, body.user, Role(body.role), t, body.queues, body.description
+            conn, body.user, Role(body.role), t, body.queues, body.description, body.all_users
         )
     )
     return JSON(
-        {"id": tid, "token": secret, "user": body.user, "role": body.role, "queues": body.queues},
+        {
+            "id": tid,
+            "token": secret,
+            "user": body.user,
+            "role": body.role,
+            "queues": body.queues,
+            "all_users": body.all_users,
+        },
         status_code=201,
     )
 

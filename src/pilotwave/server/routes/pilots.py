@@ -49,8 +49,13 @@ async def register(body: PilotInfo, core: CoreDep, who: PrincipalDep) -> Any:
     for q in body.queues:
         if not who.may_serve(q):
             raise Forbidden(f"this pilot token may not serve queue {q!r}", field="queues")
+    serves = wms_pilots.whose_jobs(
+        body.isolation, who.user_id, every_user=who.role is Role.ADMIN or who.all_users
+    )
     t = now()
-    pilot_id = await core.write(lambda conn, wake: wms_pilots.register(conn, who.token_id, body, t))
+    pilot_id = await core.write(
+        lambda conn, wake: wms_pilots.register(conn, who.token_id, body, t, serves)
+    )
     s = core.settings
     answer = Registered(
         id=pilot_id,
