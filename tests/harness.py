@@ -228,6 +228,7 @@ def running_cluster(
     pilot_args: list[str] | None = None,
     server_args: list[str] | None = None,
     isolation: str = "none",
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[LocalCluster]:
     """A started server and pilots, registered, with the SDK connected to them; stopped after."""
     import pilotwave as pw
@@ -240,11 +241,12 @@ def running_cluster(
         server_args=server_args or FAST_SERVER,
         pilot_args=pilot_args or [],
         isolation=isolation,
+        tls=tls,
     )
     c.start()
     try:
         c.wait_for_pilots()
-        pw.connect(c.url, c.admin_token)
+        pw.connect(c.url, c.admin_token, ca_bundle=c.ca_bundle)
         yield c
     finally:
         c.stop(timeout_s=10)

@@ -490,3 +490,40 @@ def test_a_jobs_environment_is_an_allowlist_and_the_pilots_settings_win() -> Non
     for bad in ["PILOTWAVE_TOKEN", "PILOT*", "*", ""]:
         with pytest.raises(ValueError):
             check_pass_env([bad])
+
+
+@pytest.mark.slow
+def test_https_end_to_end_and_a_client_that_does_not_trust_the_certificate(
+    pw_home: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    import workflows_basic as wb
+    from harness import running_cluster
+
+    from pilotwave.errors import ServerUnreachable
+    from pilotwave.sdk.client import Client
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with running_cluster(pw_home, pilots=1, slots=2, tls=(cert, key)) as c:
+        assert c.url.startswith("https://")
+        # Pilot, driver and jobs all talk https (the driver submits its jobs over it).
+        assert wb.diamond.submit(x=3).result(timeout=120) == {"d": 28, "seeded": True}
+        with pytest.raises(ServerUnreachable, match="PILOTWAVE_CA_BUNDLE"):
+            Client(c.url, c.admin_token, retry_for_s=0).whoami()
+        with pytest.raises(ServerUnreachable):
+            Client(c.url.replace("https", "http"), c.admin_token, retry_for_s=0).whoami()
+
+
+def test_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    from pilotwave.errors import ConfigError
+    from pilotwave.sdk.client import Client
+
+    with pytest.raises(ConfigError, match="CA bundle"):
+        Client("https://127.0.0.1:9", "pwu_x", ca_bundle=str(tmp_path / "missing.pem"))

@@ -90,6 +90,13 @@ def server(
         float,
         typer.Option(help="Back-off before the first retry of a failed job, doubling each time."),
     ] = 2.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve https with this certificate (PEM; with --tls-key)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The certificate's private key (PEM).")
+    ] = None,
     attempt_key_file: Annotated[
         Path | None,
         typer.Option(
@@ -113,7 +120,27 @@ def server(
         retry=RetryPolicy(backoff_base_s=retry_backoff),
         attempt_key_file=attempt_key_file,
     )
-    serve(settings, host=host, port=port, log_level="warning" if log_level != "debug" else "info")
+    serve(
+        settings,
+        host=host,
+        port=port,
+        log_level="warning" if log_level != "debug" else "info",
+        tls=_tls(tls_cert, tls_key),
+    )
+
+
+def _tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    """A certificate and its key, both given and readable, or neither."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise typer.BadParameter(
+            "https needs both --tls-cert and --tls-key", param_hint="--tls-key"
+        )
+    for path in (cert, key):
+        if not path.is_file():
+            raise typer.BadParameter(f"no file {path}", param_hint="--tls-cert/--tls-key")
+    return cert.resolve(), key.resolve()
 
 
 def _account(name: str | None) -> int | None:
@@ -170,6 +197,13 @@ def pilot(
         ),
     ] = None,
     token: Annotated[str | None, typer.Option(hidden=True)] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Certificates the server's (https) must chain to; its jobs get them too.",
+            envvar="PILOTWAVE_CA_BUNDLE",
+        ),
+    ] = None,
     queue: Annotated[
         list[str], typer.Option(help="Queue to serve (repeat for several; * for all).")
     ] = ["default"],  # noqa: B006
@@ -285,6 +319,7 @@ def pilot(
         isolation=isolation,
         uid_base=uid_base,
         run_as=_account(run_as),
+        ca_bundle=ca_bundle,
         queues=[q for qs in queue for q in qs.split(",") if q],
         labels=[x for x in labels.split(",") if x],
         cores=n_cores,
@@ -322,6 +357,10 @@ def up(
             "each owner's as a user of their own (see `pilotwave pilot --help`)."
         ),
     ] = Isolation.NONE,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve https with this certificate (with --tls-key).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
 ) -> None:
     """Start a server and local pilots, and configure this machine's SDK and CLI to use them."""
     from pilotwave.provision.local import LocalCluster
@@ -334,6 +373,7 @@ def up(
         port=port,
         detach=detach,
         isolation=isolation.value,
+        tls=_tls(tls_cert, tls_key),
     )
     try:
         cluster.start()

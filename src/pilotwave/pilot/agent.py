@@ -89,6 +89,8 @@ class PilotConfig(CoreConfig):
     uid_base: int = DEFAULT_UID_BASE
     run_as: int | None = None
     """``user`` isolation: every job as this uid instead of one per owner."""
+    ca_bundle: Path | None = None
+    """Certificates the server's must chain to, for the pilot and its jobs (``https``)."""
     """Globs of the pilot's own variables that jobs also get (``environment.PASSED`` always)."""
 
 
@@ -131,10 +133,15 @@ class Pilot:
             )
             cfg = replace(cfg, slots=cfg.cores)
         self.cfg = cfg
-        self.api = PilotApi(cfg.server, cfg.token)
+        self.api = PilotApi(cfg.server, cfg.token, str(cfg.ca_bundle) if cfg.ca_bundle else None)
         self.workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="pilotwave-pilot-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.isolator = isolator(cfg.isolation, self.workdir, cfg.uid_base, cfg.run_as)
+        self.ca_bundle = None  # a copy every job may read
+        if cfg.ca_bundle is not None:
+            self.ca_bundle = self.workdir / "ca-bundle.pem"
+            shutil.copyfile(cfg.ca_bundle, self.ca_bundle)
+            self.ca_bundle.chmod(0o644)
         if cfg.isolation is Isolation.USER:
             cache = self.workdir / "sandboxes"  # jobs of other users reach it; the home not
         else:
@@ -511,6 +518,8 @@ class Pilot:
             "PYTHONDONTWRITEBYTECODE": "1",
             "TMPDIR": str(jobdir / "tmp"),
         }
+        if self.ca_bundle is not None:
+            own["PILOTWAVE_CA_BUNDLE"] = str(self.ca_bundle)
         (jobdir / "tmp").mkdir(exist_ok=True)
         own.update(self.isolator.prepare(jobdir, job.owner))
         jail = self.isolator.prefix(job.owner)

@@ -25,9 +25,9 @@ from pilotwave.sdk.http import Http
 
 
 class PilotApi:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, ca_bundle: str | None = None) -> None:
         # The agent retries around failures itself, so requests give up quickly.
-        self.http = Http(url, token, retry_for_s=5.0)
+        self.http = Http(url, token, retry_for_s=5.0, ca_bundle=ca_bundle)
         self.pilot_id = ""
 
     def register(self, info: PilotInfo) -> Registered:

@@ -47,6 +47,7 @@ class LocalCluster:
         log_dir: Path | None = None,
         detach: bool = False,
         isolation: str = "none",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         """``isolation`` ``none``: the pilots run the admin's jobs only (one person's machine);
         ``user`` (as root): they run every user's, each owner's as a user of their own."""
@@ -60,6 +61,8 @@ class LocalCluster:
         self.log_dir = Path(log_dir or self.home / "logs")
         self.detach = detach
         self.isolation = isolation
+        self.tls = tls  # (certificate, key): the server speaks https; clients trust the certificate
+        self.ca_bundle = str(tls[0]) if tls else None
         self.server: subprocess.Popen[bytes] | None = None
         self.pilots: list[subprocess.Popen[bytes]] = []
         self.url = ""
@@ -100,6 +103,8 @@ class LocalCluster:
         server_file = self.home / "server.json"
         server_file.unlink(missing_ok=True)
         argv = _cli("server", "--host", self.host, "--port", str(self.port), *self.server_args)
+        if self.tls:
+            argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         if self.db:
             argv += ["--db", self.db]
         self.server = self._spawn(argv, "server.log")
@@ -128,7 +133,7 @@ class LocalCluster:
             raise StartError(
                 f"no admin token under {self.home}: was the database created elsewhere?"
             )
-        config.save(self.url, self.admin_token, self.home)
+        config.save(self.url, self.admin_token, self.home, self.ca_bundle)
         client = self.client()
         client.health()
         if not self.pilot_token:
@@ -158,6 +163,7 @@ class LocalCluster:
             "*",
             "--isolation",
             self.isolation,
+            *(["--ca-bundle", self.ca_bundle] if self.ca_bundle else []),
             *self.pilot_args,
             *extra,
         )
@@ -184,7 +190,7 @@ class LocalCluster:
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.url, self.admin_token)
+            self._client = Client(self.url, self.admin_token, ca_bundle=self.ca_bundle)
         return self._client
 
     def wait_for_pilots(self, n: int | None = None, timeout_s: float = 60.0) -> list[Pilot]:

@@ -30,12 +30,19 @@ class Client:
     """A connection to a pilotwave server.  ``Client()`` reads ``PILOTWAVE_URL``/``PILOTWAVE_TOKEN`` or ``client.json``."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, retry_for_s: float = 30.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        retry_for_s: float = 30.0,
+        ca_bundle: str | None = None,
     ) -> None:
         cfg = config.resolve(url, token)
         self.url = cfg.url
         # Requests are retried through a server restart for ``retry_for_s``.
-        self.http = Http(cfg.url, cfg.token, retry_for_s=retry_for_s)
+        self.http = Http(
+            cfg.url, cfg.token, retry_for_s=retry_for_s, ca_bundle=ca_bundle or cfg.ca_bundle
+        )
         self._sandboxes: dict[Path, tuple[Any, str]] = {}
         self._lock = threading.Lock()
 
@@ -248,11 +255,13 @@ def default_client() -> Client:
         return _default
 
 
-def connect(url: str | None = None, token: str | None = None) -> Client:
+def connect(
+    url: str | None = None, token: str | None = None, *, ca_bundle: str | None = None
+) -> Client:
     """Set (and return) the process-wide client."""
     global _default
     with _default_lock:
         if _default is not None:
             _default.close()
-        _default = Client(url, token)
+        _default = Client(url, token, ca_bundle=ca_bundle)
         return _default

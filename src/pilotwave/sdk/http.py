@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import random
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
-from pilotwave.errors import ApiError, NotFound, ServerUnreachable, api_error
+from pilotwave.errors import ApiError, ConfigError, NotFound, ServerUnreachable, api_error
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {502, 503, 504}
@@ -26,12 +28,28 @@ class Http:
     """
 
     def __init__(
-        self, url: str, token: str, *, retry_for_s: float = 30.0, timeout_s: float = 30.0
+        self,
+        url: str,
+        token: str,
+        *,
+        retry_for_s: float = 30.0,
+        timeout_s: float = 30.0,
+        ca_bundle: str | None = None,
     ) -> None:
+        """``ca_bundle``: the certificates an ``https`` server's must chain to (default:
+        ``PILOTWAVE_CA_BUNDLE``, else the system's)."""
         self.url = url.rstrip("/")
         self.retry_for_s = retry_for_s
+        self.ca_bundle = ca_bundle or os.environ.get("PILOTWAVE_CA_BUNDLE") or None
+        verify: ssl.SSLContext | bool = True
+        if self.ca_bundle:
+            try:
+                verify = ssl.create_default_context(cafile=self.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot use the CA bundle {self.ca_bundle}: {exc}") from None
         self._client = httpx.Client(
             base_url=self.url,
+            verify=verify,
             headers={"authorization": f"Bearer {token}", "user-agent": "pilotwave"},
             timeout=httpx.Timeout(timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
@@ -39,6 +57,14 @@ class Http:
 
     def close(self) -> None:
         self._client.close()
+
+    def _untrusted_text(self, exc: ssl.SSLCertVerificationError) -> str:
+        where = f"the bundle {self.ca_bundle}" if self.ca_bundle else "the system's certificates"
+        return (
+            f"the pilotwave server at {self.url} has a certificate that {where} does not "
+            f"vouch for ({exc.verify_message}): point PILOTWAVE_CA_BUNDLE (or --ca-bundle) "
+            "at the certificate of the CA that signed it"
+        )
 
     def request(
         self,
@@ -65,6 +91,9 @@ class Http:
                     method, path, content=body, params=params, timeout=timeout, headers=headers
                 )
             except httpx.TransportError as exc:
+                untrusted = _untrusted(exc)
+                if untrusted is not None:  # no retry makes a certificate trusted
+                    raise ServerUnreachable(self._untrusted_text(untrusted)) from exc
                 if time.monotonic() + delay > deadline:
                     raise ServerUnreachable(
                         f"cannot reach the pilotwave server at {self.url}: {exc}"
@@ -127,6 +156,16 @@ def _record(obj: Any) -> Any:
 
 def _dumps(body: Any) -> bytes:
     return json.dumps(body, allow_nan=True, default=_record).encode()
+
+
+def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate error behind a transport error, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _error(resp: httpx.Response) -> ApiError:

@@ -27,11 +27,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_for(sock: socket.socket) -> str:
+def url_for(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
     if host in ("0.0.0.0", "::"):
         host = socket.gethostname()
-    return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    return f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
 
 
 def write_server_file(home: Path, url: str) -> Path:
@@ -54,11 +54,16 @@ class _Server(uvicorn.Server):
 
 
 def serve(
-    settings: Settings, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning"
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    log_level: str = "warning",
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
+    """Serve until stopped; ``tls``: a certificate and its key, to speak https."""
     app = create_app(settings)  # creates the home, private
     sock = bind(host, port)
-    url = url_for(sock)
+    url = url_for(sock, "https" if tls else "http")
     config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -68,6 +73,8 @@ def serve(
         http="auto",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
     server = _Server(config)
     server.notifier = app.state.core.notifier
