@@ -527,3 +527,60 @@ def test_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="CA bundle"):
         Client("https://127.0.0.1:9", "pwu_x", ca_bundle=str(tmp_path / "missing.pem"))
+
+
+# -- quotas ------------------------------------------------------------------------------------
+
+
+def test_quotas_answer_429_saying_which_and_admins_have_none(tmp_path: Path) -> None:
+    from pilotwave.server.quotas import Quotas
+
+    quotas = Quotas(jobs_in_flight=6, submit_rate=1.0, submit_burst=5)
+    with in_process_api(tmp_path, quotas=quotas) as api:
+        alice, bob = api.token("alice"), api.token("bob")
+        r = api.post("/api/v1/jobs", {"jobs": [SHELL] * 7}, token=alice)
+        assert r.status_code == 429 and "jobs in flight" in r.json()["detail"]
+        assert "retry-after" not in r.headers  # waiting alone will not help
+        assert api.post("/api/v1/jobs", {"jobs": [SHELL] * 5}, token=alice).status_code == 201
+        # Her bucket is empty now: the rate says when to come back.
+        r = api.post("/api/v1/workflows", FLOW, token=alice)
+        assert r.status_code == 429 and r.json()["error"] == "TooManyRequests"
+        assert int(r.headers["retry-after"]) >= 1 and "jobs/s" in r.json()["detail"]
+        assert api.post("/api/v1/jobs", {"jobs": [SHELL] * 3}, token=bob).status_code == 201
+        assert api.post("/api/v1/jobs", {"jobs": [SHELL] * 10}).status_code == 201  # admin
+
+
+def test_the_submission_rate_is_a_token_bucket_per_user() -> None:
+    from pilotwave.errors import TooManyRequests
+    from pilotwave.server.quotas import SubmitRate
+
+    rate = SubmitRate(rate=10.0, burst=5)
+    rate.take(1, 5, now=0.0)
+    with pytest.raises(TooManyRequests) as info:
+        rate.take(1, 3, now=0.1)  # 1 token back of the 3 asked
+    assert info.value.retry_after == pytest.approx(0.2)
+    rate.take(1, 3, now=0.3)
+    rate.take(2, 50, now=0.3)  # over the burst: taken on a full bucket...
+    with pytest.raises(TooManyRequests):
+        rate.take(2, 1, now=1.0)  # ...and paid back before the next
+
+
+def test_the_sdk_waits_out_a_rate_quota_and_raises_a_count_quota() -> None:
+    import httpx
+
+    from pilotwave.errors import TooManyRequests
+    from pilotwave.sdk.http import Http
+
+    answers = [
+        httpx.Response(429, headers={"retry-after": "1"}, json={"detail": "rate", "error": "TooManyRequests"}),
+        httpx.Response(201, json={"ids": [1]}),
+        httpx.Response(429, json={"detail": "in flight", "error": "TooManyRequests"}),
+    ]  # fmt: skip
+    http = Http("http://pilotwave.invalid", "pwu_x")
+    http._client = httpx.Client(
+        base_url=http.url, transport=httpx.MockTransport(lambda request: answers.pop(0))
+    )
+    assert http.post("/api/v1/jobs", {"jobs": []}) == {"ids": [1]}  # after one wait
+    with pytest.raises(TooManyRequests, match="in flight"):
+        http.post("/api/v1/jobs", {"jobs": []})
+    assert answers == []

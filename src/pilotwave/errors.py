@@ -91,6 +91,24 @@ class InvalidRequest(ApiError):
     status = 422
 
 
+class TooManyRequests(ApiError):
+    """429: over a user's quota.  ``retry_after`` (seconds) when waiting will help (a
+    submission rate); ``None`` when something must end first (jobs in flight)."""
+
+    status = 429
+
+    def __init__(
+        self,
+        detail: str,
+        field: str | None = None,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, field, status=status)
+        self.retry_after = retry_after
+
+
 class JobFailed(PilotwaveError):
     """A job failed permanently; ``error`` holds its traceback or reason."""
 
@@ -168,7 +186,15 @@ class IllegalTransition(PilotwaveError, RuntimeError):
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     cls.status: cls
-    for cls in (Unauthorized, Forbidden, NotFound, Conflict, TooLarge, InvalidRequest)
+    for cls in (
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        TooLarge,
+        InvalidRequest,
+        TooManyRequests,
+    )
 }
 _BY_NAME: dict[str, type[ApiError]] = {
     cls.__name__: cls
@@ -181,6 +207,7 @@ _BY_NAME: dict[str, type[ApiError]] = {
         NonDeterminismError,
         TooLarge,
         InvalidRequest,
+        TooManyRequests,
     )
 }
 

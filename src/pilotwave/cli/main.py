@@ -34,6 +34,7 @@ from pilotwave.errors import PilotwaveError
 from pilotwave.pilot.isolation import DEFAULT_UID_BASE
 from pilotwave.protocol import Isolation
 from pilotwave.sdk import config
+from pilotwave.server.quotas import Quotas
 
 app = typer.Typer(
     help="Run ML and statistics jobs and workflows on any machine, durably.",
@@ -90,6 +91,12 @@ def server(
         float,
         typer.Option(help="Back-off before the first retry of a failed job, doubling each time."),
     ] = 2.0,
+    quota_jobs_in_flight: Annotated[
+        int, typer.Option(help="Jobs one user may have not finished (admins: no quota).")
+    ] = Quotas.jobs_in_flight,
+    quota_submit_rate: Annotated[
+        float, typer.Option(help="Jobs one user may submit per second, sustained.")
+    ] = Quotas.submit_rate,
     tls_cert: Annotated[
         Path | None,
         typer.Option(help="Serve https with this certificate (PEM; with --tls-key)."),
@@ -119,6 +126,7 @@ def server(
         heartbeat_timeout_s=heartbeat_timeout or 3 * heartbeat_interval,
         retry=RetryPolicy(backoff_base_s=retry_backoff),
         attempt_key_file=attempt_key_file,
+        quotas=Quotas(jobs_in_flight=quota_jobs_in_flight, submit_rate=quota_submit_rate),
     )
     serve(
         settings,

@@ -104,6 +104,11 @@ class Http:
                     if raw:
                         return resp.content
                     return resp.json() if resp.content else None
+                wait = _retry_after(resp)
+                if wait is not None and time.monotonic() + wait <= deadline:
+                    log.info("over the server's submission rate: retrying in %.1f s", wait)
+                    time.sleep(wait)  # a rate quota says when to come back
+                    continue
                 if resp.status_code not in _RETRY_STATUS or time.monotonic() + delay > deadline:
                     raise _error(resp)
             time.sleep(delay * random.uniform(0.8, 1.2))
@@ -156,6 +161,16 @@ def _record(obj: Any) -> Any:
 
 def _dumps(body: Any) -> bytes:
     return json.dumps(body, allow_nan=True, default=_record).encode()
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds a 429 asks to wait, when waiting will help (a rate, not a count of jobs)."""
+    if resp.status_code != 429:
+        return None
+    try:
+        return float(resp.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pilotwave
 from pilotwave.engine import parking
-from pilotwave.errors import ApiError
+from pilotwave.errors import ApiError, TooManyRequests
 from pilotwave.private import private_dir, private_file, write_private
 from pilotwave.protocol import JobState
 from pilotwave.server import auth
@@ -181,7 +182,10 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
         body = {"detail": exc.detail, "field": exc.field, "error": type(exc).__name__}
-        return JSON(body, status_code=exc.status)
+        headers = None
+        if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
+            headers = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
+        return JSON(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:

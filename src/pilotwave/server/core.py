@@ -19,6 +19,7 @@ from pilotwave.server.auth import Principal, Role
 from pilotwave.server.metrics import Metrics
 from pilotwave.server.notify import Notifier
 from pilotwave.server.pgnotify import PgBridge
+from pilotwave.server.quotas import SubmitRate
 from pilotwave.server.settings import Settings
 from pilotwave.store.db import Database
 from pilotwave.wms.wakeups import Wakeups
@@ -33,6 +34,7 @@ class Core:
         self.notifier = Notifier()
         self.metrics = Metrics(db)
         self.tokens = auth.TokenCache()
+        self.submit_rate = SubmitRate(settings.quotas.submit_rate, settings.quotas.submit_burst)
         self.pilots: dict[str, tuple[int, tuple[str, ...]]] = {}  # id -> (token id, queues)
         # Each pilot's drivers that only wait, as last written (a claim asks the database
         # for queued drivers only for a pilot that has some: the hot path stays lean).

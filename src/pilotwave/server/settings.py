@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pilotwave.protocol import Limits
+from pilotwave.server.quotas import Quotas
 from pilotwave.wms.retry import RetryPolicy
 
 
@@ -23,6 +24,7 @@ class Settings:
     claim_wait_max_s: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
+    quotas: Quotas = field(default_factory=Quotas)
 
     @property
     def unseen_grace_s(self) -> float:

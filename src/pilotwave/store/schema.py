@@ -117,6 +117,7 @@ jobs = sa.Table(
     sa.UniqueConstraint("owner_id", "key"),
     sa.Index(None, "owner_id", "id"),
     sa.Index(None, "workflow_id", "id"),
+    sa.Index("ix_jobs_owner_state", "owner_id", "state"),  # a user's jobs in flight (quotas)
 )
 
 # Claims scan queued jobs in rank order (priority DESC, id), for one queue or for pilots serving all.

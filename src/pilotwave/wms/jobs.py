@@ -63,6 +63,21 @@ def ensure_queues(conn: Connection, names: set[str], now: float) -> None:
         conn.execute(queues.insert(), [{"name": n, "created_at": now} for n in missing])
 
 
+_IN_FLIGHT = (
+    sa.select(sa.func.count())
+    .select_from(jobs)
+    .where(
+        jobs.c.owner_id == sa.bindparam("owner"),
+        jobs.c.state.in_([JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.PARKED]),
+    )
+)
+
+
+def in_flight(conn: Connection, owner_id: int) -> int:
+    """How many of a user's jobs have not finished (an index on owner and state counts them)."""
+    return int(conn.execute(_IN_FLIGHT, {"owner": owner_id}).scalar_one())
+
+
 def submit(
     conn: Connection, owner_id: int, specs: Sequence[JobSpec], now: float, wake: Wakeups
 ) -> list[int]:

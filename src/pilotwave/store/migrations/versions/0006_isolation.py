@@ -1,4 +1,5 @@
-"""pilots shared between users: tokens for every user's jobs, and how each pilot isolates them
+"""pilots shared between users: tokens for every user's jobs, how each pilot isolates them,
+and an index counting a user's jobs in flight (quotas)
 
 Revision ID: 0006
 Revises: 0005
@@ -26,9 +27,11 @@ def upgrade() -> None:
     )
     owner = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
     op.add_column("pilots", sa.Column("serves_owner", owner, nullable=True))
+    op.create_index("ix_jobs_owner_state", "jobs", ["owner_id", "state"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_owner_state", table_name="jobs")
     with op.batch_alter_table("pilots") as batch_op:
         batch_op.drop_column("serves_owner")
         batch_op.drop_column("isolation")
