@@ -584,3 +584,36 @@ def test_the_sdk_waits_out_a_rate_quota_and_raises_a_count_quota() -> None:
     with pytest.raises(TooManyRequests, match="in flight"):
         http.post("/api/v1/jobs", {"jobs": []})
     assert answers == []
+
+
+def test_blobs_nothing_refers_to_are_deleted_once_old(q: Any) -> None:
+    import sqlalchemy as sa
+
+    from pilotwave.protocol import JobOptions
+    from pilotwave.store.schema import artifacts, blobs
+    from pilotwave.wms import blobs as wms_blobs
+    from pilotwave.wms import jobs as wj
+
+    def blob(name: str, age_s: float) -> str:
+        sha = hashlib.sha256(name.encode()).hexdigest()
+        row = {"sha256": sha, "size": 1, "data": b"x", "created_at": q.now - age_s}
+        q.tx(lambda c, w: c.execute(blobs.insert().values(**row)))
+        return sha
+
+    box, out, fresh = blob("box", 7200), blob("out", 7200), blob("fresh", 10)
+    blob("stray", 7200)  # an upload whose submission never came
+    spec = wj.JobSpec(kind="shell", spec='{"argv": ["true"]}', options=JobOptions(), sandbox=box)
+    (jid,) = q.tx(lambda c, w: wj.submit(c, q.alice, [spec], q.now, w))[0]
+    art = {
+        "job_id": jid,
+        "name": "a.txt",
+        "attempt": 1,
+        "sha256": out,
+        "size": 1,
+        "created_at": q.now,
+    }
+    q.tx(lambda c, w: c.execute(artifacts.insert().values(**art)))
+    gone, _ = q.tx(lambda c, w: wms_blobs.collect(c, q.now))
+    assert gone == 1
+    left, _ = q.tx(lambda c, w: set(c.scalars(sa.select(blobs.c.sha256))))
+    assert left == {box, out, fresh}  # referenced, or too new to judge

@@ -30,6 +30,7 @@ from pilotwave.server.settings import Settings
 from pilotwave.store import migrate
 from pilotwave.store.db import Database
 from pilotwave.store.schema import jobs as jobs_table
+from pilotwave.wms import blobs as wms_blobs
 from pilotwave.wms import pilots as wms_pilots
 from pilotwave.wms.wakeups import deadline_topic, queue_topic
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         tasks = [
             asyncio.create_task(_reap_forever(core)),
             asyncio.create_task(_expire_waits_forever(core)),
+            asyncio.create_task(_collect_blobs_forever(core)),
         ]
         try:
             yield
@@ -141,6 +143,20 @@ async def _reap_forever(core: Core) -> None:
         except Exception:  # keep reaping whatever one round hit
             log.exception("reaper round failed")
         await asyncio.sleep(period)
+
+
+async def _collect_blobs_forever(core: Core) -> None:
+    """Delete blobs nothing refers to, now and then (``wms.blobs``)."""
+    while True:
+        await asyncio.sleep(core.settings.blob_collect_interval_s)
+        try:
+            gone = await core.write(
+                lambda conn, wake: wms_blobs.collect(conn, now(), core.settings.blob_grace_s)
+            )
+            if gone:
+                log.info("deleted %d unreferenced blobs", gone)
+        except Exception:  # try again next round
+            log.exception("blob collection failed")
 
 
 async def _expire_waits_forever(core: Core) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pilotwave.protocol import Limits
 from pilotwave.server.quotas import Quotas
+from pilotwave.wms.blobs import BLOB_GRACE_S
 from pilotwave.wms.retry import RetryPolicy
 
 
@@ -25,6 +26,9 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
     quotas: Quotas = field(default_factory=Quotas)
+    blob_collect_interval_s: float = 600.0
+    """How often blobs nothing refers to are deleted."""
+    blob_grace_s: float = BLOB_GRACE_S
 
     @property
     def unseen_grace_s(self) -> float:
