@@ -24,13 +24,14 @@ def _runs(log: Path) -> Counter[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about a minute alone on 2 cores; far more with other load
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_nested_workflows_wider_and_deeper_than_the_slots_finish_on_one_driver_slot(
     backend: str, pw_home: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     db = None if backend == "sqlite" else request.getfixturevalue("postgres").new_database()
     log = tmp_path / "runs.log"
-    width = 50
+    width = 50  # 101 workflows three deep on one driver slot, far beyond the warm drivers kept
     with running_cluster(
         pw_home, pilots=1, slots=2, db=db, pilot_args=["--driver-slots", "1"]
     ) as c:
@@ -72,8 +73,9 @@ def _tree_jobs(client: Any, run: Any) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", ["pilot", "server"])
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.timeout(600)
+# Each kill on one database (the other combinations share every code path that differs).
+@pytest.mark.parametrize(("kill", "backend"), [("pilot", "sqlite"), ("server", "postgresql")])
 def test_a_kill_while_drivers_are_parked_loses_nothing_and_reruns_no_finished_job(
     kill: str, backend: str, pw_home: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
