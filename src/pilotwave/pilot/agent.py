@@ -153,7 +153,11 @@ class Pilot:
             max_bytes=cfg.sandbox_cache_bytes,
             on_evict=self.pool.forget,
             share=self.isolator.share,
+            # Read-only modes hold unless jobs run as root: then check before each job.
+            verify=cfg.isolation is Isolation.NONE and os.geteuid() == 0,
         )
+        # Of the pilot's environment, what jobs may see (``environment``), worked out once.
+        self.job_env = job_environment(os.environ, {}, None, cfg.pass_env)
         if cfg.isolation is Isolation.USER:
             self.sandboxes.dir.chmod(0o711)
             cache.chmod(0o711)
@@ -516,16 +520,15 @@ class Pilot:
             # Nothing is written into the shared sandbox: a .pyc left there would change
             # what the next job runs (and the sandbox check would unpack it anew each time).
             "PYTHONDONTWRITEBYTECODE": "1",
-            "TMPDIR": str(jobdir / "tmp"),
+            "TMPDIR": str(jobdir),  # its own scratch folder (only outputs/ is uploaded)
         }
         if self.ca_bundle is not None:
             own["PILOTWAVE_CA_BUNDLE"] = str(self.ca_bundle)
-        (jobdir / "tmp").mkdir(exist_ok=True)
         own.update(self.isolator.prepare(jobdir, job.owner))
         jail = self.isolator.prefix(job.owner)
         if job.kind == "shell":
             own["PYTHONUNBUFFERED"] = "1"
-            env = job_environment(os.environ, own, spec.get("env"), self.cfg.pass_env)
+            env = {**self.job_env, **(spec.get("env") or {}), **own}
             run = ShellRun(spec["argv"], box or jobdir, env, jobdir / "output.log", jail)
             with self.lock:
                 self.executions[job.key] = run
@@ -538,7 +541,7 @@ class Pilot:
             own["PILOTWAVE_SANDBOX_SHA"] = job.sandbox or ""
         # The worker sets the per-job variables itself, for each job it runs.
         own = {k: v for k, v in own.items() if k not in PER_JOB}
-        env = job_environment(os.environ, own, None, self.cfg.pass_env)
+        env = {**self.job_env, **own}
         # One owner's warm process never runs another owner's job: module state, files it
         # opened and anything it left in memory stay with the user who made them.
         key = (job.owner, job.kind, str(box), tuple(job.gpus))

@@ -3,8 +3,9 @@
 Each pilot keeps its own cache folder (so one pilot's eviction never pulls a folder from
 under another's job), removes the folders of pilots that died, and holds the cache under a
 size cap: the least recently used sandbox no job is using goes first.  Before each job, the
-unpacked files are checked against what was unpacked (names, sizes, modification times): a
-sandbox a job changed is unpacked anew rather than handed, changed, to the next job.
+unpacked files are checked against what was unpacked (names, sizes, modification times) where
+a job could have changed them (its processes run as root): a sandbox a job changed is
+unpacked anew rather than handed, changed, to the next job.  Elsewhere the modes stop it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class SandboxCache:
     """Told of each evicted folder (the pilot stops idle workers started in it)."""
     share: Callable[[Path, int], None] | None = None
     """Lets an owner's jobs read a freshly unpacked sandbox (``Isolator.share``)."""
+    verify: bool = True
+    """Check a sandbox before each job.  Needed only where a job can write it despite its
+    read-only modes: jobs running as root (a root pilot without isolation)."""
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -97,7 +101,7 @@ class SandboxCache:
                     self._entries.move_to_end(key)
                     entry.users += 1
             if entry is not None:
-                if snapshot(entry.path) == entry.manifest:
+                if not self.verify or snapshot(entry.path) == entry.manifest:
                     return entry.path
                 log.warning("sandbox %s was changed by a job: unpacking it again", sha256[:12])
                 with self._lock:
