@@ -539,8 +539,10 @@ class Pilot:
             return run.wait()
         if box is not None:
             own["PILOTWAVE_SANDBOX_SHA"] = job.sandbox or ""
-        # The worker sets the per-job variables itself, for each job it runs.
+        # The worker sets the per-job variables itself, for each job it runs; it outlives
+        # this job's folder, so its temporary files go to a folder of the owner's.
         own = {k: v for k, v in own.items() if k not in PER_JOB}
+        own["TMPDIR"] = str(self.isolator.scratch(self.workdir, job.owner))
         env = {**self.job_env, **own}
         # One owner's warm process never runs another owner's job: module state, files it
         # opened and anything it left in memory stay with the user who made them.

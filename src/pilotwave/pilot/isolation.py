@@ -45,6 +45,12 @@ class Isolator:
     def share(self, sandbox: Path, owner: int) -> None:
         """Let ``owner``'s jobs read an unpacked (read-only) sandbox."""
 
+    def scratch(self, workdir: Path, owner: int) -> Path:
+        """A temporary folder for ``owner``'s warm workers, which outlive each job's folder."""
+        path = workdir / "tmp"
+        path.mkdir(exist_ok=True)
+        return path
+
     def probe(self) -> None:
         """Check at start that jobs can run this way; ``ConfigError`` saying why not."""
 
@@ -94,6 +100,15 @@ class UserIsolator(Isolator):
         os.chown(jobdir, uid, gid)
         jobdir.chmod(0o700)
         return {"HOME": str(home), "USER": f"pw{uid}", "LOGNAME": f"pw{uid}"}
+
+    def scratch(self, workdir: Path, owner: int) -> Path:
+        uid, gid = self.ids(owner)
+        path = self.homes / str(uid) / "tmp"
+        if not path.is_dir():
+            path.mkdir(mode=0o700, parents=True)
+            os.chown(path.parent, uid, gid)
+            os.chown(path, uid, gid)
+        return path
 
     def share(self, sandbox: Path, owner: int) -> None:
         _, gid = self.ids(owner)
