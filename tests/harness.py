@@ -243,8 +243,8 @@ def running_cluster(
         isolation=isolation,
         tls=tls,
     )
-    c.start()
     try:
+        c.start()  # inside: a start that fails half-way leaves no server behind
         c.wait_for_pilots()
         pw.connect(c.url, c.admin_token, ca_bundle=c.ca_bundle)
         yield c

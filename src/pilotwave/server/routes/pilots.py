@@ -141,7 +141,9 @@ async def claim(
         )
         if got is None:
             return True  # it may not claim: stop waiting
-        if not got and body.max_drivers and body.parkable:
+        # What the pilot last said of its waiting drivers: this claim's own figure, or a
+        # later one it sent (PUT .../parkable) while this claim waited; that wakes it.
+        if not got and body.max_drivers and core.parkable.get(pilot_id, body.parkable):
             # Its driver slots are taken by drivers that only wait: if drivers are queued,
             # answer now, so that the pilot parks waiting ones and takes these.
             queued_drivers = wms_claims.drivers_queued(conn, pilot_id, t)
