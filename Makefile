@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test lint typecheck pytest postgres bench clean
+.PHONY: venv demo test lint typecheck pytest postgres tools bench clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,15 @@ postgres:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	fi
 
+# openssl makes the test certificates for https; unshare and setpriv (util-linux) come
+# with every Debian.
+tools:
+	@if ! command -v openssl >/dev/null 2>&1; then \
+		echo "installing openssl from Debian packages"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssl >/dev/null; \
+	fi
+
 demo: venv
 	$(BIN)/python examples/demo.py
 
@@ -33,7 +42,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy src
 
-pytest: venv postgres
+pytest: venv postgres tools
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

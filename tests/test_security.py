@@ -476,16 +476,15 @@ def test_the_pilot_takes_its_token_from_a_private_file_or_the_environment_only(
     assert r.exit_code == 2 and "PILOTWAVE_" in r.output
 
 
-def test_a_jobs_environment_is_an_allowlist_and_the_pilots_settings_win() -> None:
-    from pilotwave.pilot.environment import check_pass_env, job_environment
+def test_a_jobs_environment_is_an_allowlist() -> None:
+    from pilotwave.pilot.environment import check_pass_env, passed
 
     pilot = {
         "PATH": "/bin", "LC_ALL": "C", "PILOTWAVE_HOME": "/root/.pilotwave",
         "PILOTWAVE_TOKEN": "pwp_x", "AWS_SECRET_ACCESS_KEY": "k", "SITE_SCRATCH": "/s",
     }  # fmt: skip
-    env = job_environment(pilot, {"PILOTWAVE_JOB_ID": "7"}, {"PILOTWAVE_JOB_ID": "1", "A": "b"})
-    assert env == {"PATH": "/bin", "LC_ALL": "C", "PILOTWAVE_JOB_ID": "7", "A": "b"}
-    env = job_environment(pilot, {}, None, check_pass_env(["SITE_*"]))
+    assert passed(pilot) == {"PATH": "/bin", "LC_ALL": "C"}
+    env = passed(pilot, check_pass_env(["SITE_*"]))
     assert env == {"PATH": "/bin", "LC_ALL": "C", "SITE_SCRATCH": "/s"}
     for bad in ["PILOTWAVE_TOKEN", "PILOT*", "*", ""]:
         with pytest.raises(ValueError):

@@ -184,32 +184,18 @@ class IllegalTransition(PilotwaveError, RuntimeError):
     """
 
 
-_BY_STATUS: dict[int, type[ApiError]] = {
-    cls.status: cls
-    for cls in (
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        Conflict,
-        TooLarge,
-        InvalidRequest,
-        TooManyRequests,
-    )
-}
-_BY_NAME: dict[str, type[ApiError]] = {
-    cls.__name__: cls
-    for cls in (
-        ApiError,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        Conflict,
-        NonDeterminismError,
-        TooLarge,
-        InvalidRequest,
-        TooManyRequests,
-    )
-}
+_REFUSALS: tuple[type[ApiError], ...] = (
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    InvalidRequest,
+    TooManyRequests,
+)
+_BY_STATUS: dict[int, type[ApiError]] = {cls.status: cls for cls in _REFUSALS}
+_KNOWN: tuple[type[ApiError], ...] = (ApiError, NonDeterminismError, *_REFUSALS)
+_BY_NAME: dict[str, type[ApiError]] = {cls.__name__: cls for cls in _KNOWN}
 
 
 def api_error(

@@ -39,7 +39,7 @@ from pilotwave.errors import ApiError, PilotwaveError, SandboxError
 from pilotwave.pilot import core
 from pilotwave.pilot.api import PilotApi
 from pilotwave.pilot.core import CoreConfig, PilotCore
-from pilotwave.pilot.environment import PER_JOB, job_environment
+from pilotwave.pilot.environment import PER_JOB, passed
 from pilotwave.pilot.executors import Outcome, ShellRun, Worker, WorkerPool
 from pilotwave.pilot.isolation import DEFAULT_UID_BASE, isolator
 from pilotwave.pilot.logtail import LogTail
@@ -157,7 +157,7 @@ class Pilot:
             verify=cfg.isolation is Isolation.NONE and os.geteuid() == 0,
         )
         # Of the pilot's environment, what jobs may see (``environment``), worked out once.
-        self.job_env = job_environment(os.environ, {}, None, cfg.pass_env)
+        self.job_env = passed(os.environ, cfg.pass_env)
         if cfg.isolation is Isolation.USER:
             self.sandboxes.dir.chmod(0o711)
             cache.chmod(0o711)

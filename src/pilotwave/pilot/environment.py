@@ -65,24 +65,18 @@ def check_pass_env(patterns: Iterable[str]) -> list[str]:
     return out
 
 
-def job_environment(
-    pilot_env: Mapping[str, str],
-    own: Mapping[str, str],
-    asked: Mapping[str, str] | None = None,
-    pass_env: Iterable[str] = (),
-) -> dict[str, str]:
-    """A job's environment: allowed variables of ``pilot_env``, then what the job ``asked``
-    for, then the pilot's ``own`` settings for this job (which win)."""
+def passed(pilot_env: Mapping[str, str], pass_env: Iterable[str] = ()) -> dict[str, str]:
+    """The variables of ``pilot_env`` a job may see: ``PASSED``, ``LC_*`` and the operator's
+    ``pass_env`` globs, never ``PILOTWAVE_*``.  A pilot works this out once; each job's
+    environment is then this, what its spec asks for, and the pilot's settings for it, in
+    that order (the pilot's win)."""
     patterns = tuple(pass_env)
-    env = {
+    return {
         k: v
         for k, v in pilot_env.items()
         if (k in PASSED or k.startswith(PASSED_PREFIXES) or _any(k, patterns))
         and not k.startswith("PILOTWAVE")
     }
-    env.update(asked or {})
-    env.update(own)
-    return env
 
 
 def _any(name: str, patterns: tuple[str, ...]) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pilotwave.errors import ConfigError
 from pilotwave.pilot import jail
-from pilotwave.pilot.environment import job_environment
+from pilotwave.pilot.environment import passed
 from pilotwave.protocol import Isolation
 
 DEFAULT_UID_BASE = 1_000_000_000
@@ -128,7 +128,7 @@ class UserIsolator(Isolator):
         proc = subprocess.run(
             self.prefix(1) + check,
             cwd=self.workdir,
-            env=job_environment(os.environ, {}),
+            env=passed(os.environ),
             capture_output=True,
             text=True,
             timeout=60,

@@ -22,6 +22,7 @@ from pilotwave.server.pgnotify import PgBridge
 from pilotwave.server.quotas import SubmitRate
 from pilotwave.server.settings import Settings
 from pilotwave.store.db import Database
+from pilotwave.wms import jobs as wms_jobs
 from pilotwave.wms.wakeups import Wakeups
 
 T = TypeVar("T")
@@ -43,6 +44,16 @@ class Core:
         self.bridge = PgBridge(db.url, self.notifier) if db.is_postgres else None
         with db.write() as conn:
             self.attempt_key = auth.attempt_secret(conn, settings.key_path)
+
+    def charge(self, conn: Connection, who: Principal, jobs: int) -> None:
+        """Hold ``who`` to the quotas before ``jobs`` more of theirs are created: jobs in
+        flight first (a refused batch takes nothing of the rate), then the rate.  Admins
+        have none.  Call inside the write that creates the jobs."""
+        if who.role is Role.ADMIN:
+            return
+        quotas = self.settings.quotas
+        quotas.check_in_flight(wms_jobs.in_flight(conn, who.user_id), jobs)
+        self.submit_rate.take(who.user_id, jobs)
 
     async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
         """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected.

@@ -57,13 +57,10 @@ async def submit(body: SubmitIn, core: CoreDep, who: PrincipalDep) -> Any:
     """Submit a batch of jobs; returns their ids in order.  Re-sending a ``key`` returns the same job."""
     require(who, Role.USER, Role.ADMIN)
     specs = [wms_jobs.spec_of(j, i, core.settings.limits) for i, j in enumerate(body.jobs)]
-    quotas = None if who.role is Role.ADMIN else core.settings.quotas
     t = now()
 
     def run(conn: sa.Connection, wake: Any) -> list[int]:
-        if quotas is not None:  # jobs in flight first: a refused batch takes no rate
-            quotas.check_in_flight(wms_jobs.in_flight(conn, who.user_id), len(specs))
-            core.submit_rate.take(who.user_id, len(specs))
+        core.charge(conn, who, len(specs))
         return wms_jobs.submit(conn, who.user_id, specs, t, wake)
 
     ids = await core.write(run)

@@ -15,7 +15,6 @@ from pilotwave.server.auth import Principal, Role
 from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, ReaderDep, now, require
 from pilotwave.server.models import CommandsIn, ProgressIn, WorkflowIdPath
 from pilotwave.server.routes.jobs import finals_json
-from pilotwave.wms import jobs as wms_jobs
 from pilotwave.wms.wakeups import Wakeups
 
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
@@ -26,13 +25,10 @@ async def submit(body: WorkflowSubmission, core: CoreDep, who: PrincipalDep) -> 
     """Start a workflow: its driver is queued for a pilot's driver slot."""
     require(who, Role.USER, Role.ADMIN)
     spec = drivers.workflow_spec(body, core.settings.limits)
-    quotas = None if who.role is Role.ADMIN else core.settings.quotas
     t = now()
 
     def run(conn: sa.Connection, wake: Wakeups) -> tuple[int, int]:
-        if quotas is not None:  # jobs in flight first: a refused batch takes no rate
-            quotas.check_in_flight(wms_jobs.in_flight(conn, who.user_id), 1)
-            core.submit_rate.take(who.user_id, 1)
+        core.charge(conn, who, 1)
         return engine.create(conn, who.user_id, spec, t, wake)
 
     wid, job_id = await core.write(run)
