@@ -23,13 +23,17 @@ postgres:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 	fi
 
-# openssl makes the test certificates for https; unshare and setpriv (util-linux) come
-# with every Debian.
+# openssl makes the test certificates for https; podman (with runc, which runs where crun
+# cannot: cgroups v1 and v2 mixed) runs the jobs of --isolation container; unshare and
+# setpriv (util-linux) come with every Debian.
+TOOLS := openssl podman runc
+
 tools:
-	@if ! command -v openssl >/dev/null 2>&1; then \
-		echo "installing openssl from Debian packages"; \
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing from Debian packages"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends openssl >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 demo: venv

@@ -106,7 +106,9 @@ MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
     ("POST", "/api/v1/admin/users", {"name": "carol"}, (C, NO, NO, NO, NO, NO, NO)),
     ("GET", "/api/v1/blobs/{S}", None,             (OK, NO, NO, OK, NF, NO, NO)),
     ("GET", "/api/v1/blobs/{X}", None,             (OK, NO, NO, NF, NF, NO, NO)),
-    ("HEAD", "/api/v1/blobs/{S}", None,            (OK, OK, OK, OK, OK, NO, NO)),
+    # A user (admin too) learns only whether they hold a blob; pilots ship artifacts they hash.
+    ("HEAD", "/api/v1/blobs/{S}", None,            (NF, OK, NF, OK, OK, NO, NO)),
+    ("HEAD", "/api/v1/blobs/{X}", None,            (OK, NF, NF, OK, OK, NO, NO)),
     ("PUT_BLOB", "", None,                         (C, C, C, C, C, NO, NO)),
     ("POST", "/api/v1/jobs", {"jobs": [SHELL]},    (C, C, C, NO, NO, NO, NO)),
     ("POST", "/api/v1/workflows", FLOW,            (C, C, C, NO, NO, NO, NO)),
@@ -376,7 +378,8 @@ SPY = (
     "id -u; echo @$((0+1)); env; echo @$((1+1)); tr '\\0' ' ' < /proc/$PPID/cmdline; echo; "
     "echo PROCS $(ls /proc | grep -c '^[0-9]'); echo @$((2+1)); "
     'for f in {home}/* {home}/tokens/* /proc/*/environ; do cat "$f" 2>/dev/null; done; '
-    "echo @$((3+1)); touch planted 2>&1; true"
+    "echo @$((3+1)); touch planted 2>&1; echo @$((4+1)); test -e {home} && echo SEES-HOME; "
+    "ls {pilot_dir}/homes 2>&1; true"
 )
 
 
@@ -385,27 +388,32 @@ def _section(text: str, n: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["user", "container"])
 def test_a_job_reaches_nothing_of_the_pilots_or_of_other_users(
-    pw_home: Path, tmp_path: Path
+    pw_home: Path, tmp_path: Path, isolation: str
 ) -> None:
-    """A pilot running every user's jobs (as root, ``--isolation user``): a user's job reads
-    neither the pilot's token nor its home, command line or other jobs' environments,
-    cannot change its sandbox, and owners never share a warm worker."""
+    """A pilot running every user's jobs (as root, ``--isolation user`` or ``container``): a
+    user's job reads neither the pilot's token nor its home, command line or other jobs'
+    environments, cannot change its sandbox, and owners never share a warm worker."""
     import jobs_basic as jb
     from harness import running_cluster
 
     import pilotwave as pw
     from pilotwave.sdk.client import Client
 
+    pilot_dir = tmp_path / "pilot"
+    pilot_args = ["--workdir", str(pilot_dir)]
     # One pilot keeping two idle workers: without keys per owner, bob would reuse alice's.
-    with running_cluster(pw_home, pilots=1, slots=2, isolation="user") as c:
+    with running_cluster(
+        pw_home, pilots=1, slots=2, isolation=isolation, pilot_args=pilot_args
+    ) as c:
         admin = c.client()
         tokens = {}
         for user in ("alice", "bob"):
             admin.add_user(user)
             tokens[user] = admin.create_token(user)["token"]
         (pilot,) = admin.pilots()
-        assert pilot["isolation"] == "user" and pilot["serves"] is None
+        assert pilot["isolation"] == isolation and pilot["serves"] is None
         alice = Client(c.url, tokens["alice"])
         box = tmp_path / "box"
         box.mkdir()
@@ -415,7 +423,7 @@ def test_a_job_reaches_nothing_of_the_pilots_or_of_other_users(
         sleeper = pw.shell("sleep 30", client=bob)
         wait_for(lambda: bob.job(sleeper.id)["state"] == "running", what="bob's job")
         spy = pw.shell(
-            SPY.format(home=c.home),
+            SPY.format(home=c.home, pilot_dir=pilot_dir),
             env={"ASKED": "yes", "PILOTWAVE_JOB_TOKEN": "forged"},
             sandbox=box,
             client=alice,
@@ -438,7 +446,14 @@ def test_a_job_reaches_nothing_of_the_pilots_or_of_other_users(
         assert key not in files and '"token"' not in files  # no attempt key, no client.json
         assert f"PILOTWAVE_JOB_ID={spy.id}" in files  # its own environment, and only that
         assert int(_section(seen, 2).split("PROCS ")[-1].split()[0]) <= 5  # its own namespace
-        assert "Permission denied" in seen.split("@4\n")[1]  # the sandbox is read-only
+        planting = _section(seen, 4)  # the sandbox is read-only
+        assert "Permission denied" in planting or "Read-only file system" in planting
+        homes = seen.split("@5\n")[1]  # other owners' folders: closed, or not there at all
+        if isolation == "user":
+            assert "Permission denied" in homes
+        else:
+            assert "SEES-HOME" not in homes
+            assert homes.split() == [str(uid)]  # of the pilot's folder, only alice's own
         assert spy.result()["exit_code"] == 0
 
         # Warm workers: alice's second job reuses her process, bob's job gets his own.
@@ -616,3 +631,111 @@ def test_blobs_nothing_refers_to_are_deleted_once_old(q: Any) -> None:
     assert gone == 1
     left, _ = q.tx(lambda c, w: set(c.scalars(sa.select(blobs.c.sha256))))
     assert left == {box, out, fresh}  # referenced, or too new to judge
+
+
+def _containers(label: str) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(
+        ["podman", "ps", "-a", "-q", "--filter", f"label={label}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.split()
+
+
+def _commands_running(text: str, uid: int | None = None) -> list[int]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "uids"]):
+        if text in " ".join(p.info["cmdline"] or ()) and uid in (None, p.info["uids"].real):
+            found.append(p.info["pid"])
+    return found
+
+
+@pytest.mark.slow
+def test_a_container_ends_with_its_job_and_with_its_pilot(pw_home: Path) -> None:
+    """A container outlives ``podman run`` (its monitor is not the pilot's child): each ends
+    by its lifeline when the pilot kills the job, and all of them when the pilot is SIGKILLed."""
+    import os
+    import signal
+
+    import jobs_basic as jb
+    from harness import pilot_process, running_cluster
+
+    import pilotwave as pw
+
+    with running_cluster(pw_home, pilots=1, slots=2, isolation="container") as c:
+        (info,) = c.client().pilots()
+        pilot = pilot_process(c, info["id"])
+        label = f"pilotwave.pilot={pilot.pid}"
+        cancelled = pw.shell("sleep 301")
+        wait_for(lambda: c.client().job(cancelled.id)["state"] == "running", what="the job")
+        wait_for(lambda: _containers(label), what="its container")
+        cancelled.cancel()
+        wait_for(lambda: not _containers(label), what="the container to go")
+        assert not _commands_running("sleep 301")
+
+        shell = pw.shell("sleep 302")
+        worker = jb.sleep_then.submit(303)
+        for job in (shell, worker):
+            wait_for(lambda j=job: c.client().job(j.id)["state"] == "running", what="the jobs")
+        wait_for(lambda: _commands_running("sleep 302"), what="the command")
+        wait_for(lambda: len(_containers(label)) == 2, what="two containers")
+        os.kill(pilot.pid, signal.SIGKILL)
+        wait_for(lambda: not _containers(label), what="the containers to go", timeout=30)
+        # With them, what the pilot started to run them (podman run, whose command line says
+        # "sleep 302" too) and what ran inside.
+        wait_for(lambda: not _commands_running("sleep 302"), what="the processes to go")
+        uid = 1_000_000_000 + c.client().whoami()["user_id"]
+        assert not _commands_running("pilotwave.pilot.worker", uid)  # the owner's worker
+
+
+def test_container_isolation_says_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from pilotwave.errors import ConfigError
+    from pilotwave.pilot import isolation
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="apt-get install podman"):
+        isolation.ContainerIsolator(tmp_path)
+
+
+def test_an_image_that_cannot_run_the_pilots_python_is_refused_at_start(tmp_path: Path) -> None:
+    import subprocess
+    import tarfile
+
+    from pilotwave.errors import ConfigError
+    from pilotwave.pilot import isolation
+
+    empty = tmp_path / "empty.tar"
+    with tarfile.open(empty, "w") as tar:
+        info = tarfile.TarInfo("tmp")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    image = "localhost/pilotwave-test-empty"
+    subprocess.run(["podman", "import", "-q", str(empty), image], check=True, capture_output=True)
+    try:
+        with pytest.raises(ConfigError, match="podman cannot start a job here"):
+            isolation.ContainerIsolator(tmp_path / "pilot", image=image).probe()
+    finally:
+        subprocess.run(["podman", "rmi", "-f", image], check=False, capture_output=True)
+
+
+def test_every_closed_folder_on_the_way_to_what_a_job_needs_is_opened_by_one_name(
+    tmp_path: Path,
+) -> None:
+    from pilotwave.pilot.jail import closed_folders
+
+    deep = tmp_path / "a" / "b" / "c" / "python"
+    deep.mkdir(parents=True)
+    for folder, mode in [(tmp_path / "a", 0o700), (tmp_path / "a" / "b", 0o755)]:
+        folder.chmod(mode)
+    (tmp_path / "a" / "b" / "c").chmod(0o750)
+    found = closed_folders([str(deep)])
+    assert found[str(tmp_path / "a")] == {"b"}
+    assert found[str(tmp_path / "a" / "b" / "c")] == {"python"}
+    assert str(tmp_path / "a" / "b") not in found  # others may pass through it already

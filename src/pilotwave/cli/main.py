@@ -265,17 +265,27 @@ def pilot(
         typer.Option(
             help="none: jobs run as you (a pilot token of your own only). user: as root, each "
             "owner's jobs as a user of their own in namespaces of their own (needed to run "
-            "every user's jobs)."
+            "every user's jobs). container: as user, and each job in a podman container "
+            "that sees only its owner's files."
         ),
     ] = Isolation.NONE,
     uid_base: Annotated[
-        int, typer.Option(help="--isolation user: owner N's jobs run as uid UID_BASE + N.")
+        int,
+        typer.Option(help="--isolation user/container: owner N's jobs run as uid UID_BASE + N."),
     ] = DEFAULT_UID_BASE,
     run_as: Annotated[
         str | None,
         typer.Option(
-            help="--isolation user: run every job as this account instead (weaker: owners "
-            "share one uid, though each job still has namespaces of its own)."
+            help="--isolation user/container: run every job as this account instead (weaker: "
+            "owners share one uid, though each job still has namespaces of its own)."
+        ),
+    ] = None,
+    container_image: Annotated[
+        str | None,
+        typer.Option(
+            help="--isolation container: the podman image jobs run in (default: the host's "
+            "own /usr and /etc, read-only). It must run this pilot's Python, which is "
+            "mounted into it."
         ),
     ] = None,
     sandbox_cache_mb: Annotated[
@@ -327,6 +337,7 @@ def pilot(
         isolation=isolation,
         uid_base=uid_base,
         run_as=_account(run_as),
+        container_image=container_image,
         ca_bundle=ca_bundle,
         queues=[q for qs in queue for q in qs.split(",") if q],
         labels=[x for x in labels.split(",") if x],
@@ -362,7 +373,8 @@ def up(
         Isolation,
         typer.Option(
             help="none: the pilots run the admin's jobs (yours). user (as root): every user's, "
-            "each owner's as a user of their own (see `pilotwave pilot --help`)."
+            "each owner's as a user of their own; container: also each job in a podman "
+            "container (see `pilotwave pilot --help`)."
         ),
     ] = Isolation.NONE,
     tls_cert: Annotated[

@@ -84,6 +84,7 @@ class PilotConfig(CoreConfig):
     cache: Path | None = None
     name: str = ""
     pass_env: list[str] = field(default_factory=list)
+    """Globs of the pilot's own variables that jobs also get (``environment.PASSED`` always)."""
     sandbox_cache_bytes: int = DEFAULT_CACHE_BYTES
     isolation: Isolation = Isolation.NONE
     uid_base: int = DEFAULT_UID_BASE
@@ -91,7 +92,8 @@ class PilotConfig(CoreConfig):
     """``user`` isolation: every job as this uid instead of one per owner."""
     ca_bundle: Path | None = None
     """Certificates the server's must chain to, for the pilot and its jobs (``https``)."""
-    """Globs of the pilot's own variables that jobs also get (``environment.PASSED`` always)."""
+    container_image: str | None = None
+    """``container`` isolation: the image jobs run in (default: the host's own system)."""
 
 
 def _brief(obj: Any) -> str:
@@ -136,13 +138,15 @@ class Pilot:
         self.api = PilotApi(cfg.server, cfg.token, str(cfg.ca_bundle) if cfg.ca_bundle else None)
         self.workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="pilotwave-pilot-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.isolator = isolator(cfg.isolation, self.workdir, cfg.uid_base, cfg.run_as)
+        self.isolator = isolator(
+            cfg.isolation, self.workdir, cfg.uid_base, cfg.run_as, cfg.container_image
+        )
         self.ca_bundle = None  # a copy every job may read
         if cfg.ca_bundle is not None:
             self.ca_bundle = self.workdir / "ca-bundle.pem"
             shutil.copyfile(cfg.ca_bundle, self.ca_bundle)
             self.ca_bundle.chmod(0o644)
-        if cfg.isolation is Isolation.USER:
+        if cfg.isolation is not Isolation.NONE:
             cache = self.workdir / "sandboxes"  # jobs of other users reach it; the home not
         else:
             cache = cfg.cache or config.home() / "cache" / "sandboxes"
@@ -158,7 +162,7 @@ class Pilot:
         )
         # Of the pilot's environment, what jobs may see (``environment``), worked out once.
         self.job_env = passed(os.environ, cfg.pass_env)
-        if cfg.isolation is Isolation.USER:
+        if cfg.isolation is not Isolation.NONE:
             self.sandboxes.dir.chmod(0o711)
             cache.chmod(0o711)
         self.runners = ThreadPoolExecutor(
@@ -473,7 +477,7 @@ class Pilot:
     # -- running one job ---------------------------------------------------------------
 
     def _run(self, job: Claimed) -> None:
-        jobdir = self.workdir / "jobs" / f"{job.id}-{job.attempt}"
+        jobdir = self.isolator.jobdir(self.workdir, f"{job.id}-{job.attempt}", job.owner)
         try:
             jobdir.mkdir(parents=True, exist_ok=True)
             outcome = self._execute(job, jobdir)
@@ -525,7 +529,8 @@ class Pilot:
         if self.ca_bundle is not None:
             own["PILOTWAVE_CA_BUNDLE"] = str(self.ca_bundle)
         own.update(self.isolator.prepare(jobdir, job.owner))
-        jail = self.isolator.prefix(job.owner)
+        shared = [p for p in (box, self.ca_bundle) if p is not None]
+        jail = self.isolator.launcher(job.owner, shared)
         if job.kind == "shell":
             own["PYTHONUNBUFFERED"] = "1"
             env = {**self.job_env, **(spec.get("env") or {}), **own}
@@ -550,7 +555,7 @@ class Pilot:
         # A driver gets a fresh process: module state left by another run must not make a
         # replay take a different path.
         fresh = job.isolate or job.is_driver
-        worker = self.pool.acquire(key, box, env, fresh=fresh, prefix=jail)
+        worker = self.pool.acquire(key, box, env, fresh=fresh, launcher=jail)
         with self.lock:
             self.executions[job.key] = worker
             self.tails[job.key] = LogTail(job.id, job.attempt, worker.log_path, worker.log_size())

@@ -20,6 +20,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from pilotwave.pilot.isolation import Launch, Launcher
+
+NO_ISOLATION = Launcher([])
+
 log = logging.getLogger(__name__)
 WORKER_LOG_ROTATE_BYTES = 64 * 1024 * 1024
 
@@ -44,6 +48,24 @@ def _killpg(pid: int) -> None:
         pass
 
 
+def _start(launch: Launch, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a payload in a session of its own, its output appended to ``log_path``."""
+    try:
+        with open(log_path, "ab") as out:
+            return subprocess.Popen(
+                launch.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=launch.pass_fds,
+                cwd=launch.cwd,
+                env=launch.env,
+                start_new_session=True,
+            )
+    finally:
+        launch.started()
+
+
 def _signal_text(code: int) -> str:
     if code < 0:
         try:
@@ -64,7 +86,7 @@ class Worker:
         workdir: Path,
         sandbox: Path | None,
         env: dict[str, str],
-        prefix: list[str] | None = None,
+        launcher: Launcher = NO_ISOLATION,
     ) -> None:
         Worker._seq += 1
         self.key = key
@@ -73,24 +95,16 @@ class Worker:
         self.log_path = workdir / f"{self.name}.log"
         parent, child = socket.socketpair()
         env = {**env, "PILOTWAVE_SANDBOX": str(sandbox) if sandbox else "", "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    *(prefix or []),
-                    sys.executable,
-                    "-m",
-                    "pilotwave.pilot.worker",
-                    str(child.fileno()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                pass_fds=(child.fileno(),),
-                cwd=str(sandbox or workdir),
-                env=env,
-                start_new_session=True,
-            )
-        child.close()
+        self.launch = launcher.launch(
+            lambda fds: [sys.executable, "-m", "pilotwave.pilot.worker", str(fds[0])],
+            (child.fileno(),),
+            env,
+            sandbox or workdir,
+        )
+        try:
+            self.proc = _start(self.launch, self.log_path)
+        finally:
+            child.close()
         self.conn = Connection(os.dup(parent.fileno()))
         self._send_lock = threading.Lock()
         parent.close()
@@ -147,6 +161,7 @@ class Worker:
                 pass
 
     def kill(self) -> None:
+        self.launch.cut()
         _killpg(self.proc.pid)
 
     def stop(self) -> None:
@@ -159,6 +174,7 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.kill()
             self.proc.wait()
+        self.launch.cut()
         self.conn.close()
         self.log_path.unlink(missing_ok=True)
 
@@ -188,12 +204,12 @@ class WorkerPool:
         sandbox: Path | None,
         env: dict[str, str],
         fresh: bool,
-        prefix: list[str] | None = None,
+        launcher: Launcher = NO_ISOLATION,
     ) -> Worker:
-        """An idle worker of ``key``, or a new one (started with ``prefix``: an isolated
-        owner's jail); with ``fresh``, one that has run nothing yet."""
+        """An idle worker of ``key``, or a new one (started by ``launcher``: in an isolated
+        owner's jail or container); with ``fresh``, one that has run nothing yet."""
         if fresh:
-            return self._fresh(key, sandbox, env, prefix)
+            return self._fresh(key, sandbox, env, launcher)
         with self._lock:
             for wid, w in self._idle.items():
                 if w.key == key:
@@ -202,14 +218,14 @@ class WorkerPool:
                         return w
                     w.stop()
                     break
-        return Worker(key, self.workdir, sandbox, env, prefix)
+        return Worker(key, self.workdir, sandbox, env, launcher)
 
     def _fresh(
         self,
         key: tuple[Any, ...],
         sandbox: Path | None,
         env: dict[str, str],
-        prefix: list[str] | None,
+        launcher: Launcher,
     ) -> Worker:
         with self._lock:
             spare = self._spares.pop(key, None)
@@ -218,10 +234,10 @@ class WorkerPool:
         if spare is not None and not spare.alive():
             spare.stop()
             spare = None
-        worker = spare or Worker(key, self.workdir, sandbox, env, prefix)
+        worker = spare or Worker(key, self.workdir, sandbox, env, launcher)
         if not again:
             return worker
-        replacement = Worker(key, self.workdir, sandbox, env, prefix)  # starts while this one runs
+        replacement = Worker(key, self.workdir, sandbox, env, launcher)  # starts while this runs
         dropped = []
         with self._lock:
             self._spares[key] = replacement
@@ -271,29 +287,23 @@ class ShellRun:
         cwd: Path,
         env: dict[str, str],
         log_path: Path,
-        prefix: list[str] | None = None,
+        launcher: Launcher = NO_ISOLATION,
     ) -> None:
         self.log_path = log_path
-        with open(log_path, "ab") as out:
-            try:
-                self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                    [*(prefix or []), *argv],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=str(cwd),
-                    env=env,
-                    start_new_session=True,
-                )
-                self.start_error: str | None = None
-            except OSError as exc:
-                self.proc = None
-                self.start_error = f"cannot start {argv[0]!r}: {exc}"
+        self.launch = launcher.launch(lambda fds: argv, (), env, cwd)
+        try:
+            self.proc: subprocess.Popen[bytes] | None = _start(self.launch, log_path)
+            self.start_error: str | None = None
+        except OSError as exc:
+            self.launch.cut()
+            self.proc = None
+            self.start_error = f"cannot start {argv[0]!r}: {exc}"
 
     def wait(self) -> Outcome:
         if self.proc is None:
             return Outcome(False, error=self.start_error, retryable=False)
         _, status, usage = os.wait4(self.proc.pid, 0)
+        self.launch.cut()
         code = os.waitstatus_to_exitcode(status)
         self.proc.returncode = code
         cpu = usage.ru_utime + usage.ru_stime
@@ -311,4 +321,5 @@ class ShellRun:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
+            self.launch.cut()
             _killpg(self.proc.pid)

@@ -4,6 +4,9 @@ A pilot in ``--isolation user`` (running as root) starts every job's process thr
 
     python -m pilotwave.pilot.jail UID GID PILOT_PID -- ARGV...
 
+(``--isolation container`` starts every job as ``python -m pilotwave.pilot.jail --init FD --
+ARGV...`` inside a container instead: see ``init``)
+
 and what the payload gets is:
 
 - the user ``UID``/``GID`` with no supplementary groups, no capabilities and
@@ -25,6 +28,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterable
 from typing import NoReturn
 
@@ -78,14 +82,25 @@ def _payload(uid: int, gid: int, argv: list[str]) -> NoReturn:
         os.setresuid(uid, uid, uid)
         _die_with_parent()  # after the user change, which clears it
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
-        os.environ["PILOTWAVE_JAIL"] = "1"  # what runs here knows it dies with the pilot
+    except OSError as exc:
+        _cannot_start(argv, exc)
+    _exec(argv)
+
+
+def _exec(argv: list[str]) -> NoReturn:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    os.environ["PILOTWAVE_JAIL"] = "1"  # what runs here knows it dies with the pilot
+    try:
         os.execvp(argv[0], argv)
     except OSError as exc:
-        sys.stderr.write(f"pilotwave: cannot start {argv[0]!r}: {exc}\n")
-        sys.stderr.flush()
-        os._exit(CANNOT_START)
+        _cannot_start(argv, exc)
+
+
+def _cannot_start(argv: list[str], exc: OSError) -> NoReturn:
+    sys.stderr.write(f"pilotwave: cannot start {argv[0]!r}: {exc}\n")
+    sys.stderr.flush()
+    os._exit(CANNOT_START)
 
 
 def _expose(folder: str, names: list[str]) -> None:
@@ -124,6 +139,11 @@ def _first_process(
     if payload == 0:
         _payload(uid, gid, argv)
     _forward(payload)
+    _reap(payload)
+
+
+def _reap(payload: int) -> NoReturn:
+    """As a PID 1: collect every orphan, and end as ``payload`` ends."""
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -135,7 +155,29 @@ def _first_process(
             _exit_like(os.waitstatus_to_exitcode(status))
 
 
+def init(lifeline: int, argv: list[str]) -> NoReturn:
+    """PID 1 of a job's container (the container runtime already made the user, the
+    namespaces and ``no_new_privs``): start the payload, reap, pass signals on, and end when
+    the pilot's end of ``lifeline`` (a pipe) closes, because the pilot killed the job or
+    died.  When PID 1 ends, the kernel kills everything else in the container."""
+    payload = os.fork()
+    if payload == 0:
+        os.close(lifeline)
+        _exec(argv)
+
+    def watch() -> None:
+        while os.read(lifeline, 1):
+            pass
+        os._exit(128 + signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+    _forward(payload)
+    _reap(payload)
+
+
 def main(args: list[str]) -> NoReturn:
+    if args[:1] == ["--init"]:
+        init(int(args[1]), args[3:] if args[2:3] == ["--"] else args[2:])
     uid, gid, pilot = int(args[0]), int(args[1]), int(args[2])
     rest = args[3:]
     exposed = []
@@ -172,12 +214,13 @@ def prefix(uid: int, gid: int, needed: Iterable[str] = ()) -> list[str]:
 
 
 def closed_folders(paths: Iterable[str]) -> dict[str, set[str]]:
-    """For each path, the highest folder above it that others may not enter, with the name
-    under it on the way to the path: ``{"/root": {".pyenv"}}`` for a Python in root's home."""
+    """For each path, every folder above it that others may not enter, with the name under
+    it on the way to the path: ``{"/root": {".pyenv"}}`` for a Python in root's home.  A
+    parent comes before its children in sorted order, so it is covered first."""
     out: dict[str, set[str]] = {}
     for path in paths:
         parts = os.path.realpath(path).strip("/").split("/")
-        for i in range(len(parts) - 1):
+        for i in range(len(parts)):
             folder = "/" + "/".join(parts[:i])
             try:
                 closed = not os.stat(folder).st_mode & 0o001
@@ -185,7 +228,6 @@ def closed_folders(paths: Iterable[str]) -> dict[str, set[str]]:
                 break
             if closed:
                 out.setdefault(folder, set()).add(parts[i])
-                break
     return out
 
 
