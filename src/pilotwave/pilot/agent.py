@@ -23,7 +23,6 @@ import select
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 import traceback
@@ -36,7 +35,7 @@ import orjson
 
 import pilotwave
 from pilotwave.errors import ApiError, PilotwaveError, SandboxError
-from pilotwave.pilot import core
+from pilotwave.pilot import core, workdirs
 from pilotwave.pilot.api import PilotApi
 from pilotwave.pilot.core import CoreConfig, PilotCore
 from pilotwave.pilot.environment import PER_JOB, passed
@@ -136,8 +135,11 @@ class Pilot:
             cfg = replace(cfg, slots=cfg.cores)
         self.cfg = cfg
         self.api = PilotApi(cfg.server, cfg.token, str(cfg.ca_bundle) if cfg.ca_bundle else None)
-        self.workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="pilotwave-pilot-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        if cfg.workdir is None:
+            self.workdir, self._workdir_lock = workdirs.make()
+        else:
+            self.workdir = cfg.workdir
+            self.workdir.mkdir(parents=True, exist_ok=True)
         self.isolator = isolator(
             cfg.isolation, self.workdir, cfg.uid_base, cfg.run_as, cfg.container_image
         )

@@ -22,6 +22,8 @@ even see that those files exist.
 
 from __future__ import annotations
 
+import glob
+import itertools
 import logging
 import os
 import resource
@@ -235,7 +237,7 @@ class ContainerIsolator(UserIsolator):
         super().__init__(workdir, uid_base, run_as)
         self.podman = [podman]
         self.image = image
-        self._seq = 0
+        self._names = itertools.count(1)  # next() is atomic: runners start jobs at once
         self.host_dirs: list[str] = []
         self.rootfs = None if image else self._host_rootfs(workdir / "rootfs")
         # The pilot's Python and its packages, read-only at the same paths (under the host's
@@ -270,12 +272,11 @@ class ContainerIsolator(UserIsolator):
 
     def run_options(self, owner: int, binds: Sequence[str]) -> list[str]:
         uid, gid = self.ids(owner)
-        self._seq += 1
         home = str(self.home(owner))
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
         nproc = [min(n, PODMAN_NPROC) for n in resource.getrlimit(resource.RLIMIT_NPROC)]
         opts = [
-            "run", "--rm", "--name", f"pilotwave-{os.getpid()}-{self._seq}",
+            "run", "--rm", "--name", f"pilotwave-{os.getpid()}-{next(self._names)}",
             "--label", f"pilotwave.pilot={os.getpid()}",
             # Output goes straight to the pilot's log file (live logs, no copy by podman).
             "--log-driver", "passthrough",
@@ -292,6 +293,11 @@ class ContainerIsolator(UserIsolator):
         ]  # fmt: skip
         for path in [*(self.host_dirs if self.rootfs else []), *self.python, *binds]:
             opts += ["-v", f"{path}:{path}:ro"]
+        # NVIDIA GPUs: the device files (the driver's libraries are under the host's /usr);
+        # CUDA_VISIBLE_DEVICES picks a job's GPUs, as it does outside containers.
+        for dev in sorted(glob.glob("/dev/nvidia*")):
+            if not os.path.isdir(dev):
+                opts += ["--device", dev]
         return opts
 
     def probe(self) -> None:
@@ -367,7 +373,7 @@ class PodmanLauncher(Launcher):
             "--workdir", inside_cwd,
             *(a for name in sorted(env) for a in ("--env", name)),  # values: from podman's
             *(["--rootfs", str(iso.rootfs)] if iso.rootfs else [iso.image or ""]),
-            sys.executable, "-m", "pilotwave.pilot.jail", "--init", str(inside[-1]), "--",
+            *jail.COMMAND, "--init", str(inside[-1]), "--",
             *argv(inside[:-1]),
         ]  # fmt: skip
         launch = Launch(
