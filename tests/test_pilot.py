@@ -359,3 +359,24 @@ def test_a_killed_pilots_workers_end_with_it(cluster: Any) -> None:
     _, alive = psutil.wait_procs(workers, timeout=5)  # long before the job would end
     assert not alive, [p.cmdline() for p in alive]  # no job left burning a core
     fut.cancel()
+
+
+def test_a_pilot_removes_the_folders_of_pilots_that_died_and_no_other(tmp_path: Path) -> None:
+    import os
+
+    from pilotwave.pilot import workdirs
+
+    live, lock = workdirs.make(tmp_path)
+    dead = tmp_path / f"{workdirs.PREFIX}dead"
+    (dead / "jobs").mkdir(parents=True)
+    (dead / workdirs.LOCK).touch()  # its pilot is gone: nobody holds the lock
+    unknown = tmp_path / f"{workdirs.PREFIX}old"
+    unknown.mkdir()  # no lock file: a pilot of an older version, or one being made
+    other = tmp_path / "pilotwave-server-x"
+    other.mkdir()
+    fresh, lock2 = workdirs.make(tmp_path)
+    assert not dead.exists()
+    assert live.is_dir() and unknown.is_dir() and other.is_dir() and fresh.is_dir()
+    os.close(lock)  # as when the pilot dies
+    assert workdirs.sweep(tmp_path) == [live]
+    os.close(lock2)
