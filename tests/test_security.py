@@ -616,6 +616,7 @@ def test_blobs_nothing_refers_to_are_deleted_once_old(q: Any) -> None:
 
     box, out, fresh = blob("box", 7200), blob("out", 7200), blob("fresh", 10)
     blob("stray", 7200)  # an upload whose submission never came
+    q.tx(lambda c, w: wms_blobs.hold(c, q.alice, [box], q.now))  # alice's upload
     spec = wj.JobSpec(kind="shell", spec='{"argv": ["true"]}', options=JobOptions(), sandbox=box)
     (jid,) = q.tx(lambda c, w: wj.submit(c, q.alice, [spec], q.now, w))[0]
     art = {
@@ -631,6 +632,24 @@ def test_blobs_nothing_refers_to_are_deleted_once_old(q: Any) -> None:
     assert gone == 1
     left, _ = q.tx(lambda c, w: set(c.scalars(sa.select(blobs.c.sha256))))
     assert left == {box, out, fresh}  # referenced, or too new to judge
+
+
+def test_a_job_runs_only_in_a_sandbox_its_owner_uploaded(api: Api) -> None:
+    """Knowing the hash of someone else's sandbox gives nothing: a submission naming it is
+    a 404, as is the check whether it is stored."""
+    alice, bob = api.token("alice"), api.token("bob")
+    box = b"alice's private code"
+    sha = hashlib.sha256(box).hexdigest()
+    assert api.c.put(f"/api/v1/blobs/{sha}", content=box, headers=api.h(alice)).status_code == 201
+    job = {**SHELL, "sandbox": sha}
+    r = api.post("/api/v1/jobs", {"jobs": [job]}, token=bob)
+    assert r.status_code == 404 and r.json()["field"] == "sandbox", r.text
+    assert "upload it" in r.json()["detail"]
+    assert api.c.head(f"/api/v1/blobs/{sha}", headers=api.h(bob)).status_code == 404
+    assert api.post("/api/v1/jobs", {"jobs": [job]}, token=alice).status_code == 201
+    # bob uploads the same content himself: now it is his sandbox too.
+    assert api.c.put(f"/api/v1/blobs/{sha}", content=box, headers=api.h(bob)).status_code == 201
+    assert api.post("/api/v1/jobs", {"jobs": [job]}, token=bob).status_code == 201
 
 
 def _containers(label: str) -> list[str]:

@@ -34,7 +34,7 @@ from pilotwave.errors import PilotwaveError
 from pilotwave.pilot.isolation import DEFAULT_UID_BASE
 from pilotwave.protocol import Isolation
 from pilotwave.sdk import config
-from pilotwave.server.quotas import Quotas
+from pilotwave.server.quotas import GiB, Quotas
 
 app = typer.Typer(
     help="Run ML and statistics jobs and workflows on any machine, durably.",
@@ -97,6 +97,12 @@ def server(
     quota_submit_rate: Annotated[
         float, typer.Option(help="Jobs one user may submit per second, sustained.")
     ] = Quotas.submit_rate,
+    quota_blob_gb: Annotated[
+        float,
+        typer.Option(
+            help="GiB of sandboxes and job outputs one user may hold on the server.", min=0
+        ),
+    ] = Quotas.blob_bytes / GiB,
     tls_cert: Annotated[
         Path | None,
         typer.Option(help="Serve https with this certificate (PEM; with --tls-key)."),
@@ -126,7 +132,11 @@ def server(
         heartbeat_timeout_s=heartbeat_timeout or 3 * heartbeat_interval,
         retry=RetryPolicy(backoff_base_s=retry_backoff),
         attempt_key_file=attempt_key_file,
-        quotas=Quotas(jobs_in_flight=quota_jobs_in_flight, submit_rate=quota_submit_rate),
+        quotas=Quotas(
+            jobs_in_flight=quota_jobs_in_flight,
+            submit_rate=quota_submit_rate,
+            blob_bytes=int(quota_blob_gb * GiB),
+        ),
     )
     serve(
         settings,

@@ -49,6 +49,7 @@ class JobRow(TypedDict):
 class Job(JobRow):
     """One job in full: its spec, resources, result or error, and its attempts."""
 
+    key: str | None
     spec: dict[str, Any]
     sandbox: str | None
     labels: list[str]
@@ -59,9 +60,15 @@ class Job(JobRow):
     gpu_memory_mb: int | None
     walltime_s: float | None
     isolate: bool
+    not_before: float
+    """When it may run next (a retry's backoff), seconds since the epoch."""
     result: Any
     error: str | None
     workflow_id: int | None
+    deps_left: int
+    """Jobs it still waits for (``pending``)."""
+    held: bool
+    """Its workflow is suspended."""
     attempt_history: list[Attempt]
 
 
@@ -135,6 +142,7 @@ class Pilot(TypedDict):
     id: str
     name: str
     hostname: str
+    token_id: int
     queues: list[str]
     labels: list[str]
     cores: int

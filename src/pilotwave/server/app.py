@@ -14,17 +14,20 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pilotwave
+from pilotwave import errors
 from pilotwave.engine import parking
-from pilotwave.errors import ApiError, TooManyRequests
+from pilotwave.errors import ApiError, TooLarge, TooManyRequests
 from pilotwave.private import private_dir, private_file, write_private
 from pilotwave.protocol import JobState
-from pilotwave.server import auth
-from pilotwave.server.core import JSON, Core, now
+from pilotwave.server import answers, auth
+from pilotwave.server.core import JSON, MANY, Core, now
 from pilotwave.server.routes import admin, blobs, jobs, pilots, workflows
 from pilotwave.server.settings import Settings
 from pilotwave.store import migrate
@@ -82,16 +85,27 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(r)
     _error_handlers(app)
 
-    @app.get("/api/v1/health", tags=["meta"])
+    @app.get("/api/v1/health", tags=["meta"], response_model=answers.Health)
     async def health() -> Any:
         await core.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
         return JSON({"status": "ok", "version": pilotwave.__version__, "database": db.dialect})
 
-    @app.get("/metrics", tags=["meta"])
+    @app.get(
+        "/metrics",
+        tags=["meta"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus metrics",
+                "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         body = await asyncio.to_thread(core.metrics.render)
         return Response(body, media_type="text/plain; version=0.0.4")
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(LatencyMiddleware, core=core)
     app.add_middleware(
         BodyLimit, limit=settings.limits.max_request_bytes, exempt_prefix="/api/v1/blobs/"
@@ -151,7 +165,8 @@ async def _collect_blobs_forever(core: Core) -> None:
         await asyncio.sleep(core.settings.blob_collect_interval_s)
         try:
             gone = await core.write(
-                lambda conn, wake: wms_blobs.collect(conn, now(), core.settings.blob_grace_s)
+                lambda conn, wake: wms_blobs.collect(conn, now(), core.settings.blob_grace_s),
+                items=MANY,  # it scans every job and artifact: off the event loop
             )
             if gone:
                 log.info("deleted %d unreferenced blobs", gone)
@@ -170,6 +185,56 @@ async def _expire_waits_forever(core: Core) -> None:
             except Exception:  # keep timing whatever one round hit
                 log.exception("expiring parked drivers' waits failed")
             await sub.wait(3600.0)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The schema, built once: every 422 in the shape the server sends (``answers.Invalid``),
+    never FastAPI's default, which this server does not send."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        invalid = {"$ref": "#/components/schemas/Invalid"}
+        for path in schema["paths"].values():
+            for op in path.values():
+                for status, answer in op["responses"].items():
+                    content = answer.get("content", {})
+                    if "application/x-ndjson" not in content:
+                        continue
+                    if status == "200":  # lines of JSON, not the text FastAPI assumes
+                        content.update(answers.LINES["content"])
+                    else:  # refusals are plain JSON, whatever the route streams
+                        content["application/json"] = content.pop("application/x-ndjson")
+                bad = op["responses"].get("422")
+                if bad is not None:
+                    bad["description"] = answers.refusals(422)[422]["description"]
+                    bad["content"] = {"application/json": {"schema": invalid}}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        # Models FastAPI cannot see: the lines of streamed answers.
+        line = answers.WatchLine.model_json_schema(
+            ref_template="#/components/schemas/{model}", mode="serialization"
+        )
+        components.update(line.pop("$defs", {}))
+        components["WatchLine"] = line
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _allowed(app: FastAPI, scope: Scope) -> str:
+    """The methods the request's path takes (``Allow`` of a 405), from every route on it."""
+    return ", ".join(
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    )
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -197,15 +262,30 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
-        body = {"detail": exc.detail, "field": exc.field, "error": type(exc).__name__}
+        body: dict[str, Any] = {
+            "detail": exc.detail,
+            "field": exc.field,
+            "error": type(exc).__name__,
+        }
+        if exc.status == 422:  # the same shape as a request that does not validate
+            body["errors"] = [{"field": exc.field or "body", "message": exc.detail}]
         headers = None
         if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
             headers = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
         return JSON(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return JSON({"detail": exc.detail}, status_code=exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Routing's refusals (no such path, a method the path does not take) in our shape.
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, ...)
+            return await api_error(request, errors.InvalidRequest(str(exc.detail), "body"))
+        error = type(errors.api_error(exc.status_code, str(exc.detail))).__name__
+        body = {"detail": str(exc.detail), "field": None, "error": error}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path takes, not only one route's
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["allow"] = _allowed(app, request.scope)
+        return JSON(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -256,7 +336,13 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = JSON({"detail": f"request body exceeds the limit of {self.limit} bytes"}).body
+        body = JSON(
+            {
+                "detail": f"request body exceeds the limit of {self.limit} bytes",
+                "field": "body",
+                "error": TooLarge.__name__,
+            }
+        ).body
         await send(
             {
                 "type": "http.response.start",

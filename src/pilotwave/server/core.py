@@ -7,8 +7,10 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from fastapi import Depends, Request
-from fastapi.responses import Response
+import sqlalchemy as sa
+from fastapi import Depends, Request, Security
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -21,14 +23,36 @@ from pilotwave.server.notify import Notifier
 from pilotwave.server.pgnotify import PgBridge
 from pilotwave.server.quotas import SubmitRate
 from pilotwave.server.settings import Settings
-from pilotwave.store.db import Database
+from pilotwave.store.db import Database, WriterBusy
+from pilotwave.store.schema import users
+from pilotwave.wms import blobs as wms_blobs
 from pilotwave.wms import jobs as wms_jobs
 from pilotwave.wms.wakeups import Wakeups
 
 T = TypeVar("T")
 
 
+INLINE_ITEMS = 200
+"""The most jobs, ids or rows a request may touch and still run on the event loop (SQLite)."""
+MANY = 1 << 62
+"""``items`` for work whose size the request does not bound (a whole workflow's jobs)."""
+
+
 class Core:
+    """The server's shared state, and where its database work runs.
+
+    PostgreSQL waits on the network, so every transaction runs in the thread pool.  SQLite
+    transactions are local: a small one (a claim, a report, a heartbeat, one job) runs on
+    the event loop, which saves a thread hop on the hot path.  A large one (a submission of
+    thousands of jobs, a watch or cancel of many ids, a long listing; ``items`` above
+    ``INLINE_ITEMS``) runs in the thread pool, so the loop keeps answering everyone else
+    (``/health`` included) meanwhile: SQLite's C code releases the GIL, and Python work
+    in the thread yields it every few milliseconds.  Writes stay serialized by the
+    database's writer lock; an inline write never waits for it on the loop: when a write
+    in a thread holds it, the inline one goes to the thread pool and waits there
+    (``Database.write(wait=False)``).  ``bench/health_stall.py`` measures the difference.
+    """
+
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
@@ -55,8 +79,22 @@ class Core:
         quotas.check_in_flight(wms_jobs.in_flight(conn, who.user_id), jobs)
         self.submit_rate.take(who.user_id, jobs)
 
-    async def write(self, fn: Callable[[Connection, Wakeups], T]) -> T:
-        """Run ``fn`` in one write transaction off the event loop, then wake whoever it affected.
+    def charge_blob(self, conn: Connection, who: Principal, sha256: str, size: int) -> None:
+        """Hold ``who`` to their blob quota before they upload ``size`` bytes as ``sha256``
+        (nothing to pay for a blob they hold already).  Admins have none, and pilots' uploads
+        (artifacts) are never refused: they count for the job's owner when a report attaches
+        them.  Call inside the write that stores the blob."""
+        if who.role in (Role.ADMIN, Role.PILOT):
+            return
+        if wms_blobs.held_size(conn, who.user_id, sha256) is not None:
+            return
+        if conn.dialect.name == "postgresql":  # one user's concurrent uploads count in turn
+            conn.execute(sa.select(users.c.id).where(users.c.id == who.user_id).with_for_update())
+        self.settings.quotas.check_blob_bytes(wms_blobs.held_bytes(conn, who.user_id), size)
+
+    async def write(self, fn: Callable[[Connection, Wakeups], T], *, items: int = 1) -> T:
+        """Run ``fn`` in one write transaction, then wake whoever it affected; ``items``: how
+        many jobs, ids or rows it may touch (where it runs, see ``Core``).
 
         Before the commit the workflow engine reacts to what ``fn`` did to the queue
         (``engine.settle``), so every write keeps the workflows consistent.
@@ -72,24 +110,35 @@ class Core:
                 self.bridge.emit(conn, wake)  # other servers on this database hear it at commit
             return result
 
-        result = await self._run(self.db.transact, tx)
+        result = await self._transact(tx, items)
         self.notifier.apply(wake)
         return result
 
-    async def read(self, fn: Callable[[Connection], T]) -> T:
+    async def read(self, fn: Callable[[Connection], T], *, items: int = 1) -> T:
+        """Run ``fn`` in a read transaction; ``items`` as for ``write``."""
+
         def run() -> T:
             with self.db.read() as conn:
                 return fn(conn)
 
-        return await self._run(run)
+        if self.inline and items <= INLINE_ITEMS:
+            return run()
+        return await run_in_threadpool(run)
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        # SQLite transactions are short and local, and writers are serialized anyway: running
-        # them on the event loop saves a thread hop per request.  PostgreSQL waits on the
-        # network, so its transactions run in the thread pool.
-        if self.inline:
-            return fn(*args)
-        return await run_in_threadpool(fn, *args)
+    async def compute(self, fn: Callable[[], T], *, items: int) -> T:
+        """``fn()``, work without the database (building a large request's rows), in the
+        thread pool when it covers more than ``INLINE_ITEMS`` items."""
+        if items <= INLINE_ITEMS:
+            return fn()
+        return await run_in_threadpool(fn)
+
+    async def _transact(self, tx: Callable[[Connection], T], items: int) -> T:
+        if self.inline and items <= INLINE_ITEMS:
+            try:
+                return self.db.transact(tx, wait=False)
+            except WriterBusy:
+                pass  # a long write holds the writer lock in a thread: wait there, not here
+        return await run_in_threadpool(self.db.transact, tx)
 
 
 def _default(obj: Any) -> Any:
@@ -98,13 +147,20 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
-class JSON(Response):
-    """Fast JSON responses (orjson); pre-serialized payloads can be embedded with ``orjson.Fragment``."""
+class JSON(JSONResponse):
+    """Fast JSON responses (orjson); pre-serialized payloads can be embedded with ``orjson.Fragment``.
 
-    media_type = "application/json"
+    A ``JSONResponse`` for FastAPI, so that the OpenAPI schema shows a route's ``response_model``
+    (routes return this response themselves: FastAPI never serializes through the model)."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+class NDJSON(StreamingResponse):
+    """A stream of JSON lines (``application/x-ndjson``)."""
+
+    media_type = "application/x-ndjson"
 
 
 def get_core(request: Request) -> Core:
@@ -114,7 +170,17 @@ def get_core(request: Request) -> Core:
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
-async def get_principal(request: Request) -> Principal:
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="A pilotwave token (`pilotwave admin token create`); its role decides what it may do.",
+    auto_error=False,
+)
+"""Declares the bearer scheme in the OpenAPI schema; ``get_principal`` reads the header itself."""
+
+
+async def get_principal(
+    request: Request, _documented: HTTPAuthorizationCredentials | None = Security(BEARER)
+) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

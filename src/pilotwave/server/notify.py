@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Set
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from pilotwave.wms.wakeups import Wakeups
+from pilotwave.wms.wakeups import Wakeups, job_topic, topic_job
 
 T = TypeVar("T")
 
@@ -23,6 +23,7 @@ class Subscription:
         self.event = asyncio.Event()
         self.fired: set[str] = set()
         self.topics: list[str] = []
+        self.jobs: Set[int] = frozenset()  # job ids whose job topics wake it too
 
     def take(self) -> set[str]:
         """The topics published since the last ``take``."""
@@ -48,6 +49,7 @@ class Notifier:
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._job_watchers: set[Subscription] = set()  # subscriptions with ``jobs``
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.closing = False
@@ -63,15 +65,25 @@ class Notifier:
         finally:
             self.close_subscription(sub)
 
-    def open(self, topics: Iterable[str]) -> Subscription:
-        """Subscribe until ``close_subscription`` (for subscriptions that outlive a block, like streams)."""
+    def open(self, topics: Iterable[str], jobs: Set[int] = frozenset()) -> Subscription:
+        """Subscribe until ``close_subscription`` (for subscriptions that outlive a block, like streams).
+
+        ``jobs``: ids whose ``job_topic`` wakes it as well, kept as the one set given.  A
+        topic each costs about 3 µs on the event loop to subscribe and 0.5 µs to close (a
+        million ids: seconds); a set costs nothing here, and each published job topic is
+        looked up in every such set: use it for watches of many jobs.
+        """
         sub = Subscription()
         sub.topics = list(topics)
         for t in sub.topics:
             self._subs[t].add(sub)
+        if jobs:
+            sub.jobs = jobs
+            self._job_watchers.add(sub)
         return sub
 
     def close_subscription(self, sub: Subscription) -> None:
+        self._job_watchers.discard(sub)
         for t in sub.topics:
             subs = self._subs.get(t)
             if subs is not None:
@@ -85,6 +97,11 @@ class Notifier:
             for sub in self._subs.get(t, ()):
                 sub.fired.add(t)
                 sub.event.set()
+            if self._job_watchers and (job := topic_job(t)) is not None:
+                for sub in self._job_watchers:
+                    if job in sub.jobs:
+                        sub.fired.add(t)
+                        sub.event.set()
             if t.startswith("queue:"):  # pilots serving every queue
                 for sub in self._subs.get("queue:*", ()):
                     sub.event.set()
@@ -106,6 +123,10 @@ class Notifier:
             for sub in subs:
                 sub.fired.update(sub.topics)
                 sub.event.set()
+        for sub in self._job_watchers:  # rare (shutdown, a lost database connection): a topic each
+            sub.fired.update(sub.topics)
+            sub.fired.update(map(job_topic, sub.jobs))
+            sub.event.set()
 
     def apply(self, wake: Wakeups) -> None:
         """Publish what a committed transaction changed, now or at the times it asks."""

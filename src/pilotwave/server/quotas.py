@@ -1,10 +1,13 @@
-"""What one user may take of a shared server: jobs in flight, and how fast they submit.
+"""What one user may take of a shared server: jobs in flight, how fast they submit, and how
+many bytes of blobs (sandboxes, artifacts) they hold.
 
 A user over a quota gets 429 with a message saying which quota and how to go on; an admin
 has none.  The submission rate is a token bucket per user and per server process (several
 servers each allow the rate); jobs in flight are counted in the database, so they hold
 across servers.  Jobs that a running workflow submits count toward the jobs in flight of
-its owner but are not refused: a quota never fails a workflow half-way.
+its owner but are not refused: a quota never fails a workflow half-way.  Likewise the
+artifacts a pilot uploads count toward the holdings of their job's owner but are never
+refused (the job's results would be lost); that user's next upload is.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 
 from pilotwave.errors import TooManyRequests
 
+GiB = 1024**3
+
 
 @dataclass(frozen=True)
 class Quotas:
@@ -24,6 +29,8 @@ class Quotas:
     """Jobs a user may submit per second, sustained."""
     submit_burst: int = 20_000
     """Jobs a user may submit at once (at least one full batch)."""
+    blob_bytes: int = 10 * GiB
+    """Bytes of blobs one user may hold: sandboxes they uploaded, their jobs' artifacts."""
 
     def check_in_flight(self, in_flight: int, adding: int) -> None:
         if in_flight + adding > self.jobs_in_flight:
@@ -33,6 +40,23 @@ class Quotas:
                 "finish (or cancel some) and submit again",
                 field="jobs",
             )
+
+    def check_blob_bytes(self, held: int, adding: int) -> None:
+        if held + adding > self.blob_bytes:
+            raise TooManyRequests(
+                f"you hold {_size(held)} of sandboxes and job outputs on this server; this "
+                f"upload of {_size(adding)} would pass its quota of {_size(self.blob_bytes)} "
+                "per user: upload smaller sandboxes (leave data out of the source directory) "
+                "or write smaller outputs; uploads that no job refers to are deleted after an "
+                "hour, or ask the server's admin for a larger --quota-blob-gb"
+            )
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 class SubmitRate:

@@ -36,6 +36,10 @@ def normalize_url(url: str) -> str:
     return url
 
 
+class WriterBusy(Exception):
+    """SQLite's writer lock is held by another thread and the caller chose not to wait."""
+
+
 class Database:
     """An engine plus the transaction discipline of pilotwave."""
 
@@ -84,12 +88,21 @@ class Database:
         return sa.create_engine(self.url, pool_size=pool_size, max_overflow=30)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A read-write transaction, committed when the block exits without error."""
+    def write(self, *, wait: bool = True) -> Iterator[Connection]:
+        """A read-write transaction, committed when the block exits without error.
+
+        On SQLite, ``wait=False`` raises ``WriterBusy`` at once instead of waiting while
+        another thread's write holds the writer lock (an event loop must not block on it).
+        """
         if self.dialect == "sqlite":
-            with self._write_lock, self.engine.connect() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                yield from _transaction(conn)
+            if not self._write_lock.acquire(blocking=wait):
+                raise WriterBusy("another write is in progress")
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield from _transaction(conn)
+            finally:
+                self._write_lock.release()
         else:
             with self.engine.connect() as conn:
                 yield from _transaction(conn)
@@ -109,11 +122,12 @@ class Database:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 yield conn
 
-    def transact(self, fn: Callable[[Connection], T], *, attempts: int = 5) -> T:
-        """Run ``fn`` in a write transaction, retrying deadlocks, serialization failures and dropped connections."""
+    def transact(self, fn: Callable[[Connection], T], *, attempts: int = 5, wait: bool = True) -> T:
+        """Run ``fn`` in a write transaction, retrying deadlocks, serialization failures and
+        dropped connections; ``wait`` as for ``write`` (``WriterBusy`` comes before ``fn`` runs)."""
         for i in range(attempts):
             try:
-                with self.write() as conn:
+                with self.write(wait=wait) as conn:
                     return fn(conn)
             except sa.exc.DBAPIError as exc:
                 sqlstate = getattr(exc.orig, "sqlstate", None)

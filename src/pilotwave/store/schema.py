@@ -154,6 +154,23 @@ blobs = sa.Table(
     sa.Column("created_at", Time, nullable=False),
 )
 
+# Who holds which blob (per-user blob quota): whoever uploaded it, even content another had
+# stored already, and the owner of a job whose report attaches it as an artifact.  A holding
+# goes with its blob; ``held_at`` (the latest upload) keeps an unreferenced blob for a grace time.
+blob_holdings = sa.Table(
+    "blob_holdings",
+    metadata,
+    sa.Column("user_id", Id, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column(
+        "sha256",
+        sa.String(64),
+        sa.ForeignKey("blobs.sha256", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("held_at", Time, nullable=False),
+    sa.Index(None, "sha256"),
+)
+
 artifacts = sa.Table(
     "artifacts",
     metadata,

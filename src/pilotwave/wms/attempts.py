@@ -27,6 +27,7 @@ from pilotwave.protocol import (
 from pilotwave.protocol.limits import clip_error
 from pilotwave.store.db import insert_ignoring_duplicates
 from pilotwave.store.schema import artifacts, attempts, blobs, jobs, log_chunks
+from pilotwave.wms import blobs as wms_blobs
 from pilotwave.wms import deps
 from pilotwave.wms.events import event, record
 from pilotwave.wms.retry import AttemptEnd, RetryPolicy, after_attempt
@@ -302,6 +303,9 @@ def _store_artifacts(conn: Connection, rep: AttemptReport, now: float) -> None:
             )
         )
         conn.execute(artifacts.insert(), rows)
+        # The job's owner holds its outputs: they count toward that user's blob quota.
+        owner = conn.execute(sa.select(jobs.c.owner_id).where(jobs.c.id == rep.job_id)).scalar_one()
+        wms_blobs.hold(conn, owner, {a.sha256 for a in rep.artifacts if a.sha256 in present}, now)
 
 
 def append_logs(

@@ -15,7 +15,7 @@ from pilotwave.protocol import FINAL_JOB_STATES, JobOptions, JobState, JobSubmis
 from pilotwave.protocol.limits import check_size
 from pilotwave.protocol.wire import JOB_OPTION_FIELDS, fill_futures, future_ids
 from pilotwave.store.schema import attempts, dependencies, jobs, queues
-from pilotwave.wms import deps
+from pilotwave.wms import blobs, deps
 from pilotwave.wms.transitions import Move, born, transition
 from pilotwave.wms.wakeups import (
     Final,
@@ -98,6 +98,8 @@ def submit(
         existing = {k: i for k, i in found}
     fresh = [s for s in specs if not (s.key and s.key in existing)]
     ids: list[int] = []
+    if sandboxes := {s.sandbox for s in fresh if s.sandbox}:
+        blobs.check_held(conn, owner_id, sandboxes)
     if fresh:
         ensure_queues(conn, {s.options.queue for s in fresh}, now)
         ups = [future_ids(s.spec) for s in fresh]

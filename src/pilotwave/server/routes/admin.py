@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from pilotwave.server import answers as A
 from pilotwave.server import auth
+from pilotwave.server.answers import refusals
 from pilotwave.server.auth import Role
 from pilotwave.server.core import JSON, CoreDep, PrincipalDep, now, require
 from pilotwave.server.models import TokenIdPath, TokenIn, UserIn
@@ -14,14 +16,20 @@ from pilotwave.server.models import TokenIdPath, TokenIn, UserIn
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
-@router.get("/whoami", response_class=JSON)
+@router.get("/whoami", response_class=JSON, response_model=A.WhoAmI, responses=refusals(401))
 async def whoami(who: PrincipalDep) -> Any:
     return JSON(
         {"user": who.user, "user_id": who.user_id, "role": who.role, "queues": list(who.queues)}
     )
 
 
-@router.post("/admin/users", status_code=201, response_class=JSON)
+@router.post(
+    "/admin/users",
+    status_code=201,
+    response_class=JSON,
+    response_model=A.User,
+    responses=refusals(*A.AUTH, 409, 413, 422),
+)
 async def add_user(body: UserIn, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.ADMIN)
     t = now()
@@ -30,7 +38,13 @@ async def add_user(body: UserIn, core: CoreDep, who: PrincipalDep) -> Any:
     )
 
 
-@router.post("/admin/tokens", status_code=201, response_class=JSON)
+@router.post(
+    "/admin/tokens",
+    status_code=201,
+    response_class=JSON,
+    response_model=A.NewToken,
+    responses=refusals(*A.WRITE),
+)
 async def add_token(body: TokenIn, core: CoreDep, who: PrincipalDep) -> Any:
     """Create a token; the secret is in this answer only."""
     require(who, Role.ADMIN)
@@ -53,13 +67,20 @@ async def add_token(body: TokenIn, core: CoreDep, who: PrincipalDep) -> Any:
     )
 
 
-@router.get("/admin/tokens", response_class=JSON)
+@router.get(
+    "/admin/tokens", response_class=JSON, response_model=A.Tokens, responses=refusals(*A.AUTH)
+)
 async def tokens(core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.ADMIN)
     return JSON({"tokens": await core.read(auth.list_tokens)})
 
 
-@router.delete("/admin/tokens/{token_id}", response_class=JSON)
+@router.delete(
+    "/admin/tokens/{token_id}",
+    response_class=JSON,
+    response_model=A.Revoked,
+    responses=refusals(*A.READ),
+)
 async def revoke(token_id: TokenIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.ADMIN)
     t = now()

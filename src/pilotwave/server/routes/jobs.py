@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -10,15 +11,19 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from pilotwave.errors import Forbidden, NotFound
 from pilotwave.protocol import FINAL_JOB_STATES, JobState
 from pilotwave.protocol.limits import MAX_IDS
 from pilotwave.protocol.wire import INT64, ReportSeen
+from pilotwave.server import answers as A
+from pilotwave.server.answers import BYTES, refusals
 from pilotwave.server.auth import Role
 from pilotwave.server.core import (
+    INLINE_ITEMS,
     JSON,
+    NDJSON,
     CoreDep,
     OutputReaderDep,
     PrincipalDep,
@@ -52,24 +57,33 @@ from pilotwave.wms.wakeups import (
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201, response_class=JSON)
+@router.post(
+    "",
+    status_code=201,
+    response_class=JSON,
+    response_model=A.Ids,
+    responses=refusals(*A.AUTH, 404, 413, 422, 429),
+)
 async def submit(body: SubmitIn, core: CoreDep, who: PrincipalDep) -> Any:
     """Submit a batch of jobs; returns their ids in order.  Re-sending a ``key`` returns the same job."""
     require(who, Role.USER, Role.ADMIN)
-    specs = [wms_jobs.spec_of(j, i, core.settings.limits) for i, j in enumerate(body.jobs)]
+    limits, n = core.settings.limits, len(body.jobs)
+    specs = await core.compute(
+        lambda: [wms_jobs.spec_of(j, i, limits) for i, j in enumerate(body.jobs)], items=n
+    )
     t = now()
 
     def run(conn: sa.Connection, wake: Any) -> list[int]:
         core.charge(conn, who, len(specs))
         return wms_jobs.submit(conn, who.user_id, specs, t, wake)
 
-    ids = await core.write(run)
-    for s in specs:
-        core.metrics.submitted.labels(s.options.queue).inc()
+    ids = await core.write(run, items=n)
+    for queue, k in Counter(s.options.queue for s in specs).items():
+        core.metrics.submitted.labels(queue).inc(k)
     return JSON({"ids": ids}, status_code=201)
 
 
-@router.get("", response_class=JSON)
+@router.get("", response_class=JSON, response_model=A.Jobs, responses=refusals(*A.AUTH, 422))
 async def list_jobs(
     core: CoreDep,
     who: ReaderDep,
@@ -88,12 +102,13 @@ async def list_jobs(
             ids=ids,
             limit=limit,
             before_id=before,
-        )
+        ),
+        items=limit,
     )
     return JSON({"jobs": rows})
 
 
-@router.get("/summary", response_class=JSON)
+@router.get("/summary", response_class=JSON, response_model=A.Counts, responses=refusals(*A.AUTH))
 async def summary(core: CoreDep, who: ReaderDep) -> Any:
     """Job counts by state."""
     return JSON({"counts": await core.read(lambda conn: wms_jobs.counts(conn, who.owner_filter))})
@@ -107,7 +122,7 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-@router.get("/{job_id}", response_class=JSON)
+@router.get("/{job_id:int}", response_class=JSON, response_model=A.Job, responses=refusals(*A.READ))
 async def get_job(
     job_id: JobIdPath,
     request: Request,
@@ -137,7 +152,11 @@ def finals_json(done: dict[int, dict[str, Any]]) -> dict[int, Any]:
     }
 
 
-@router.post("/watch")
+@router.post(
+    "/watch",
+    response_class=NDJSON,
+    responses={200: A.LINES, **refusals(*A.READ, 413)},
+)
 async def watch(body: WatchIn, core: CoreDep, who: ReaderDep) -> Response:
     """Stream jobs as they become final, one JSON line per batch: ``{"done": {id: {state, result, error}}}``.
 
@@ -146,23 +165,23 @@ async def watch(body: WatchIn, core: CoreDep, who: ReaderDep) -> Response:
     however many are watched.  With ``reports_after`` (job id -> report id cursor), the
     jobs' new intermediate reports stream too, as ``{"reports": [[id, job, attempt, step, value]]}``.
     """
-    ids = body.ids()
+    # A large watch is built, subscribed and checked off the event loop (``Core``): its ids
+    # as one set in the notifier, not a topic each.
     owner = who.owner_filter
     after = dict(body.reports_after or {})
-    topics = [job_topic(i) for i in ids] + [report_topic(i) for i in after]
-    sub = core.notifier.open(topics)  # before the first check: no lost wake-ups
+    n = sum(last - first + 1 for first, last in body.ranges)
+    ids, watched = await core.compute(lambda: _watched(body), items=n)
+    topics = [report_topic(i) for i in after]
+    if n <= INLINE_ITEMS:
+        sub = core.notifier.open(topics + [job_topic(i) for i in ids])
+    else:
+        sub = core.notifier.open(topics, jobs=watched)  # before the first check: no lost wake-ups
 
-    def check(conn: sa.Connection, ids: list[int]) -> tuple[dict[int, Any], list[Any]]:
+    def check(conn: sa.Connection, ids: list[int]) -> tuple[set[int], bytes | None]:
+        """The jobs of ``ids`` now final, and the line that tells them (and new reports)."""
         done = wms_jobs.finished(conn, ids, owner) if ids else {}
-        return done, wms_reports.since(conn, after, owner)
-
-    try:
-        first, first_news = await core.read(partial(check, ids=ids))
-    except BaseException:
-        core.notifier.close_subscription(sub)
-        raise
-    pending = set(ids) - set(first)
-    deadline = time.monotonic() + body.timeout_s
+        news = wms_reports.since(conn, after, owner)
+        return set(done), batch(done, news) if done or news else None
 
     def batch(done: dict[int, Any], news: list[ReportSeen]) -> bytes:
         out: dict[str, Any] = {}
@@ -174,10 +193,18 @@ async def watch(body: WatchIn, core: CoreDep, who: ReaderDep) -> Response:
             out["done"] = finals_json(done)
         return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
+    try:
+        first, first_line = await core.read(partial(check, ids=ids), items=n)
+        pending = await core.compute(lambda: watched - first, items=n)
+    except BaseException:
+        core.notifier.close_subscription(sub)
+        raise
+    deadline = time.monotonic() + body.timeout_s
+
     async def lines() -> AsyncIterator[bytes]:
         try:
-            if first or first_news:
-                yield batch(first, first_news)
+            if first_line is not None:
+                yield first_line
             while pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -188,18 +215,29 @@ async def watch(body: WatchIn, core: CoreDep, who: ReaderDep) -> Response:
                 reported = any(is_report_topic(t) for t in fired)
                 if not jobs_fired and not reported:
                     continue
-                done, news = await core.read(partial(check, ids=jobs_fired))
+                done, line = await core.read(partial(check, ids=jobs_fired), items=len(jobs_fired))
                 pending.difference_update(done)
-                if done or news:
-                    yield batch(done, news)
+                if line is not None:
+                    yield line
             yield orjson.dumps({"end": True, "pending": len(pending)}) + b"\n"
         finally:
             core.notifier.close_subscription(sub)
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return NDJSON(lines())
 
 
-@router.post("/{job_id}/reports", response_class=JSON)
+def _watched(body: WatchIn) -> tuple[list[int], set[int]]:
+    """A watch's ids, in order and as a set."""
+    ids = body.ids()
+    return ids, set(ids)
+
+
+@router.post(
+    "/{job_id:int}/reports",
+    response_class=JSON,
+    response_model=A.ReportAnswer,
+    responses=refusals(*A.WRITE, 409),
+)
 async def report(
     job_id: JobIdPath, body: ReportValueIn, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
@@ -234,7 +272,12 @@ async def report(
     return JSON({"id": report_id, "stop": bool(stop), "answered": answer is not None})
 
 
-@router.get("/{job_id}/reports", response_class=JSON)
+@router.get(
+    "/{job_id:int}/reports",
+    response_class=JSON,
+    response_model=A.Reports,
+    responses=refusals(*A.READ),
+)
 async def list_reports(job_id: JobIdPath, core: CoreDep, who: ReaderDep) -> Any:
     """The intermediate values a job reported, per attempt and step, with the driver's answers."""
 
@@ -245,7 +288,12 @@ async def list_reports(job_id: JobIdPath, core: CoreDep, who: ReaderDep) -> Any:
     return JSON({"reports": await core.read(run)})
 
 
-@router.post("/decisions", response_class=JSON)
+@router.post(
+    "/decisions",
+    response_class=JSON,
+    response_model=A.Answered,
+    responses=refusals(*A.AUTH, 413, 422),
+)
 async def decisions(body: DecisionsIn, core: CoreDep, who: PrincipalDep) -> Any:
     """A workflow driver answers its jobs' reports: ``{report id: stop}``; the first answer stands."""
     require(who, Role.DRIVER)
@@ -255,7 +303,12 @@ async def decisions(body: DecisionsIn, core: CoreDep, who: PrincipalDep) -> Any:
     return JSON({"answered": n})
 
 
-@router.post("/{job_id}/cancel", response_class=JSON)
+@router.post(
+    "/{job_id:int}/cancel",
+    response_class=JSON,
+    response_model=A.Cancelled,
+    responses=refusals(*A.READ),
+)
 async def cancel_one(job_id: JobIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
@@ -265,17 +318,22 @@ async def cancel_one(job_id: JobIdPath, core: CoreDep, who: PrincipalDep) -> Any
     return JSON({"cancelled": done})
 
 
-@router.post("/cancel", response_class=JSON)
+@router.post(
+    "/cancel", response_class=JSON, response_model=A.Cancelled, responses=refusals(*A.WRITE)
+)
 async def cancel_many(body: IdsIn, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
     done = await core.write(
-        lambda conn, wake: wms_jobs.cancel(conn, body.ids, who.owner_filter, t, wake)
+        lambda conn, wake: wms_jobs.cancel(conn, body.ids, who.owner_filter, t, wake),
+        items=len(body.ids),
     )
     return JSON({"cancelled": done})
 
 
-@router.get("/{job_id}/logs", response_class=JSON)
+@router.get(
+    "/{job_id:int}/logs", response_class=JSON, response_model=A.Logs, responses=refusals(*A.READ)
+)
 async def logs(
     job_id: JobIdPath,
     request: Request,
@@ -314,7 +372,12 @@ async def logs(
     )
 
 
-@router.get("/{job_id}/events", response_class=JSON)
+@router.get(
+    "/{job_id:int}/events",
+    response_class=JSON,
+    response_model=A.Events,
+    responses=refusals(*A.READ),
+)
 async def events(job_id: JobIdPath, core: CoreDep, who: ReaderDep) -> Any:
     def run(conn: sa.Connection) -> list[dict[str, Any]]:
         wms_jobs.get(conn, job_id, who.owner_filter)
@@ -323,7 +386,12 @@ async def events(job_id: JobIdPath, core: CoreDep, who: ReaderDep) -> Any:
     return JSON({"events": await core.read(run)})
 
 
-@router.get("/{job_id}/artifacts", response_class=JSON)
+@router.get(
+    "/{job_id:int}/artifacts",
+    response_class=JSON,
+    response_model=A.Artifacts,
+    responses=refusals(*A.READ),
+)
 async def list_artifacts(job_id: JobIdPath, core: CoreDep, who: OutputReaderDep) -> Any:
     def run(conn: sa.Connection) -> list[dict[str, Any]]:
         wms_jobs.get(conn, job_id, who.owner_filter)
@@ -333,7 +401,11 @@ async def list_artifacts(job_id: JobIdPath, core: CoreDep, who: OutputReaderDep)
     return JSON({"artifacts": await core.read(run)})
 
 
-@router.get("/{job_id}/artifacts/{name:path}")
+@router.get(
+    "/{job_id:int}/artifacts/{name:path}",
+    response_class=Response,
+    responses={200: BYTES, **refusals(*A.READ)},
+)
 async def get_artifact(
     job_id: JobIdPath, name: str, core: CoreDep, who: OutputReaderDep
 ) -> Response:

@@ -24,7 +24,9 @@ from pilotwave.protocol import (
     Registered,
     UnparkRequest,
 )
+from pilotwave.server import answers as A
 from pilotwave.server import auth
+from pilotwave.server.answers import refusals
 from pilotwave.server.auth import Principal, Role
 from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, ReaderDep, now, require
 from pilotwave.server.models import AttemptPath, JobIdPath, LogsIn, ParkableIn, ReportsIn
@@ -42,7 +44,13 @@ def _pilot_scope(who: Principal) -> int | None:
     return None if who.role is Role.ADMIN else who.token_id
 
 
-@router.post("/pilots", status_code=201, response_class=JSON)
+@router.post(
+    "/pilots",
+    status_code=201,
+    response_class=JSON,
+    response_model=Registered,
+    responses=refusals(*A.AUTH, 413, 422),
+)
 async def register(body: PilotInfo, core: CoreDep, who: PrincipalDep) -> Any:
     """Register a pilot; the answer carries its id, the heartbeat timing and the server's limits."""
     require(who, Role.PILOT, Role.ADMIN)
@@ -66,7 +74,9 @@ async def register(body: PilotInfo, core: CoreDep, who: PrincipalDep) -> Any:
     return JSON(answer, status_code=201)
 
 
-@router.get("/pilots", response_class=JSON)
+@router.get(
+    "/pilots", response_class=JSON, response_model=A.Pilots, responses=refusals(*A.AUTH, 422)
+)
 async def list_pilots(
     core: CoreDep, who: ReaderDep, state: list[PilotState] = Query(default=[])
 ) -> Any:
@@ -105,7 +115,12 @@ async def _complete(
     return acks
 
 
-@router.post("/pilots/{pilot_id}/claim", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/claim",
+    response_class=JSON,
+    response_model=ClaimAnswer,
+    responses=refusals(*A.WRITE),
+)
 async def claim(
     pilot_id: str, body: ClaimRequest, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
@@ -188,13 +203,23 @@ def _handed(core: Core, c: Claimed) -> Claimed:
     return replace(c, token=auth.attempt_token(core.attempt_key, c.id, c.attempt))
 
 
-@router.post("/pilots/{pilot_id}/reports", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/reports",
+    response_class=JSON,
+    response_model=A.Acks,
+    responses=refusals(*A.WRITE),
+)
 async def reports(pilot_id: str, body: ReportsIn, core: CoreDep, who: PrincipalDep) -> Any:
     """Batch completion reports; one ack each (``accepted``, ``duplicate``, ``stale``, ``unknown``)."""
     return JSON({"acks": await _complete(core, pilot_id, _pilot_scope(who), body.reports)})
 
 
-@router.post("/pilots/{pilot_id}/attempts/{job_id}/{attempt}", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/attempts/{job_id}/{attempt}",
+    response_class=JSON,
+    response_model=A.OneAck,
+    responses=refusals(*A.WRITE, 409),
+)
 async def report_one(
     pilot_id: str,
     job_id: JobIdPath,
@@ -215,7 +240,12 @@ async def report_one(
     return JSON({"ack": ack})
 
 
-@router.post("/pilots/{pilot_id}/heartbeat", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/heartbeat",
+    response_class=JSON,
+    response_model=PilotCommands,
+    responses=refusals(*A.WRITE),
+)
 async def heartbeat(
     pilot_id: str, body: Heartbeat, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
@@ -255,7 +285,12 @@ async def heartbeat(
     return JSON(commands)
 
 
-@router.put("/pilots/{pilot_id}/parkable", response_class=JSON)
+@router.put(
+    "/pilots/{pilot_id}/parkable",
+    response_class=JSON,
+    response_model=A.Ok,
+    responses=refusals(*A.WRITE),
+)
 async def parkable(pilot_id: str, body: ParkableIn, core: CoreDep, who: PrincipalDep) -> Any:
     """How many of the pilot's drivers only wait (a claim it has out may then take a queued
     driver, once it parks one of them)."""
@@ -267,7 +302,12 @@ async def parkable(pilot_id: str, body: ParkableIn, core: CoreDep, who: Principa
     return JSON({"ok": True})
 
 
-@router.post("/pilots/{pilot_id}/park", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/park",
+    response_class=JSON,
+    response_model=A.Parked,
+    responses=refusals(*A.WRITE, 409),
+)
 async def park(pilot_id: str, body: ParkRequest, core: CoreDep, who: PrincipalDep) -> Any:
     """Park one of this pilot's workflow drivers, which waits for ``wait``: it gives its driver
     slot up and keeps its process.  ``{"parked": false}`` when it no longer runs."""
@@ -281,7 +321,12 @@ async def park(pilot_id: str, body: ParkRequest, core: CoreDep, who: PrincipalDe
     return JSON({"parked": parked})
 
 
-@router.post("/pilots/{pilot_id}/unpark", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/unpark",
+    response_class=JSON,
+    response_model=A.Unparked,
+    responses=refusals(*A.WRITE, 409),
+)
 async def unpark(
     pilot_id: str, body: UnparkRequest, request: Request, core: CoreDep, who: PrincipalDep
 ) -> Any:
@@ -305,7 +350,12 @@ async def unpark(
     return JSON({"state": got or "ready"})
 
 
-@router.post("/pilots/{pilot_id}/logs", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/logs",
+    response_class=JSON,
+    response_model=A.Ok,
+    responses=refusals(*A.WRITE),
+)
 async def logs(pilot_id: str, body: LogsIn, core: CoreDep, who: PrincipalDep) -> Any:
     await _pilot(core, pilot_id, _pilot_scope(who))
     t = now()
@@ -316,7 +366,9 @@ async def logs(pilot_id: str, body: LogsIn, core: CoreDep, who: PrincipalDep) ->
     return JSON({"ok": True})
 
 
-@router.post("/pilots/{pilot_id}/exit", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/exit", response_class=JSON, response_model=A.Ok, responses=refusals(*A.READ)
+)
 async def exit_(pilot_id: str, core: CoreDep, who: PrincipalDep) -> Any:
     await _pilot(core, pilot_id, _pilot_scope(who))
     t = now()
@@ -326,7 +378,12 @@ async def exit_(pilot_id: str, core: CoreDep, who: PrincipalDep) -> Any:
     return JSON({"ok": True})
 
 
-@router.post("/pilots/{pilot_id}/drain", response_class=JSON)
+@router.post(
+    "/pilots/{pilot_id}/drain",
+    response_class=JSON,
+    response_model=A.Ok,
+    responses=refusals(*A.READ),
+)
 async def drain(pilot_id: str, core: CoreDep, who: PrincipalDep) -> Any:
     """Ask a pilot to finish what it runs and exit (admin)."""
     require(who, Role.ADMIN)

@@ -11,8 +11,19 @@ from fastapi import APIRouter, Query
 from pilotwave.engine import drivers
 from pilotwave.engine import workflows as engine
 from pilotwave.protocol import WorkflowState, WorkflowSubmission
+from pilotwave.server import answers as A
+from pilotwave.server.answers import refusals
 from pilotwave.server.auth import Principal, Role
-from pilotwave.server.core import JSON, Core, CoreDep, PrincipalDep, ReaderDep, now, require
+from pilotwave.server.core import (
+    JSON,
+    MANY,
+    Core,
+    CoreDep,
+    PrincipalDep,
+    ReaderDep,
+    now,
+    require,
+)
 from pilotwave.server.models import CommandsIn, ProgressIn, WorkflowIdPath
 from pilotwave.server.routes.jobs import finals_json
 from pilotwave.wms.wakeups import Wakeups
@@ -20,7 +31,13 @@ from pilotwave.wms.wakeups import Wakeups
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
 
 
-@router.post("", status_code=201, response_class=JSON)
+@router.post(
+    "",
+    status_code=201,
+    response_class=JSON,
+    response_model=A.NewWorkflow,
+    responses=refusals(*A.AUTH, 404, 413, 422, 429),
+)
 async def submit(body: WorkflowSubmission, core: CoreDep, who: PrincipalDep) -> Any:
     """Start a workflow: its driver is queued for a pilot's driver slot."""
     require(who, Role.USER, Role.ADMIN)
@@ -35,7 +52,7 @@ async def submit(body: WorkflowSubmission, core: CoreDep, who: PrincipalDep) -> 
     return JSON({"id": wid, "driver_job_id": job_id}, status_code=201)
 
 
-@router.get("", response_class=JSON)
+@router.get("", response_class=JSON, response_model=A.Workflows, responses=refusals(*A.AUTH, 422))
 async def list_workflows(
     core: CoreDep,
     who: ReaderDep,
@@ -46,7 +63,8 @@ async def list_workflows(
     rows = await core.read(
         lambda conn: engine.list_workflows(
             conn, who.owner_filter, nested=nested, states=state, limit=limit
-        )
+        ),
+        items=limit,
     )
     return JSON({"workflows": [_public(w) for w in rows]})
 
@@ -61,32 +79,58 @@ def _public(wf: dict[str, Any]) -> dict[str, Any]:
     return wf
 
 
-@router.get("/{wid}", response_class=JSON)
+@router.get(
+    "/{wid}", response_class=JSON, response_model=A.WorkflowStatus, responses=refusals(*A.READ)
+)
 async def status(wid: WorkflowIdPath, core: CoreDep, who: ReaderDep) -> Any:
     """State, job counts over the whole tree, its jobs, and its nested workflows."""
-    return JSON(_public(await core.read(lambda conn: engine.status(conn, wid, who.owner_filter))))
+    wf = await core.read(lambda conn: engine.status(conn, wid, who.owner_filter), items=MANY)
+    return JSON(_public(wf))
 
 
-@router.get("/{wid}/events", response_class=JSON)
+@router.get(
+    "/{wid}/events",
+    response_class=JSON,
+    response_model=A.WorkflowEvents,
+    responses=refusals(*A.READ),
+)
 async def events(wid: WorkflowIdPath, core: CoreDep, who: ReaderDep) -> Any:
-    return JSON({"events": await core.read(lambda conn: engine.story(conn, wid, who.owner_filter))})
+    story = await core.read(lambda conn: engine.story(conn, wid, who.owner_filter), items=MANY)
+    return JSON({"events": story})
 
 
-@router.post("/{wid}/cancel", response_class=JSON)
+@router.post(
+    "/{wid}/cancel",
+    response_class=JSON,
+    response_model=A.CancelledCount,
+    responses=refusals(*A.READ),
+)
 async def cancel(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
-    n = await core.write(lambda conn, wake: engine.cancel(conn, wid, who.owner_filter, t, wake))
+    n = await core.write(
+        lambda conn, wake: engine.cancel(conn, wid, who.owner_filter, t, wake), items=MANY
+    )
     return JSON({"cancelled": n})
 
 
-@router.post("/{wid}/suspend", response_class=JSON)
+@router.post(
+    "/{wid}/suspend",
+    response_class=JSON,
+    response_model=A.Workflow,
+    responses=refusals(*A.READ, 409),
+)
 async def suspend(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     """Hold every unfinished job of the workflow's tree from dispatch."""
     return await _set_suspended(wid, core, who, True)
 
 
-@router.post("/{wid}/resume", response_class=JSON)
+@router.post(
+    "/{wid}/resume",
+    response_class=JSON,
+    response_model=A.Workflow,
+    responses=refusals(*A.READ, 409),
+)
 async def resume(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     return await _set_suspended(wid, core, who, False)
 
@@ -95,28 +139,46 @@ async def _set_suspended(wid: WorkflowIdPath, core: Core, who: Principal, suspen
     require(who, Role.USER, Role.ADMIN)
     t = now()
     wf = await core.write(
-        lambda conn, wake: engine.set_suspended(conn, wid, who.owner_filter, suspended, t, wake)
+        lambda conn, wake: engine.set_suspended(conn, wid, who.owner_filter, suspended, t, wake),
+        items=MANY,
     )
     return JSON(_public(wf))
 
 
-@router.post("/{wid}/retry", response_class=JSON)
+@router.post(
+    "/{wid}/retry",
+    response_class=JSON,
+    response_model=A.Retried,
+    responses=refusals(*A.READ, 409),
+)
 async def retry(wid: WorkflowIdPath, core: CoreDep, who: PrincipalDep) -> Any:
     require(who, Role.USER, Role.ADMIN)
     t = now()
-    out = await core.write(lambda conn, wake: engine.retry(conn, wid, who.owner_filter, t, wake))
+    out = await core.write(
+        lambda conn, wake: engine.retry(conn, wid, who.owner_filter, t, wake), items=MANY
+    )
     return JSON(out)
 
 
-@router.get("/{wid}/commands", response_class=JSON)
+@router.get(
+    "/{wid}/commands",
+    response_class=JSON,
+    response_model=A.CommandLog,
+    responses=refusals(*A.READ),
+)
 async def command_log(wid: WorkflowIdPath, core: CoreDep, who: ReaderDep) -> Any:
     """The driver's record: commands in order, and the final state of every job it observed."""
-    data = await core.read(lambda conn: engine.replay_data(conn, wid, who.owner_filter))
+    data = await core.read(lambda conn: engine.replay_data(conn, wid, who.owner_filter), items=MANY)
     data["results"] = finals_json(data["results"])
     return JSON(data)
 
 
-@router.post("/{wid}/commands", response_class=JSON)
+@router.post(
+    "/{wid}/commands",
+    response_class=JSON,
+    response_model=A.Outcomes,
+    responses=refusals(*A.WRITE, 409, 429),
+)
 async def record_commands(
     wid: WorkflowIdPath, body: CommandsIn, core: CoreDep, who: PrincipalDep
 ) -> Any:
@@ -128,10 +190,16 @@ async def record_commands(
     def run(conn: sa.Connection, wake: Wakeups) -> list[dict[str, Any]]:
         return drivers.record_commands(conn, wid, who.user_id, attempt, batch, t, wake)
 
-    return JSON({"outcomes": await core.write(run)})
+    items = sum(1 + len(c.jobs or ()) + len(c.observed) + len(c.reports) for c in body.commands)
+    return JSON({"outcomes": await core.write(run, items=items)})
 
 
-@router.put("/{wid}/progress", response_class=JSON)
+@router.put(
+    "/{wid}/progress",
+    response_class=JSON,
+    response_model=A.Ok,
+    responses=refusals(*A.WRITE, 409),
+)
 async def put_progress(
     wid: WorkflowIdPath, body: ProgressIn, core: CoreDep, who: PrincipalDep
 ) -> Any:
