@@ -60,7 +60,8 @@ class Launch:
     cwd: str
     pass_fds: tuple[int, ...]
     lifeline: int | None = None
-    _inside: tuple[int, ...] = field(default=(), repr=False)
+    child_ends: tuple[int, ...] = ()
+    """Descriptors only the payload keeps: the pilot closes its copies once it started."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def cut(self) -> None:
@@ -71,9 +72,9 @@ class Launch:
 
     def started(self) -> None:
         """After ``Popen``: the pilot keeps only its own end of the lifeline."""
-        for fd in self._inside:
+        for fd in self.child_ends:
             os.close(fd)
-        self._inside = ()
+        self.child_ends = ()
 
 
 class Launcher:
@@ -362,7 +363,7 @@ class PodmanLauncher(Launcher):
     def launch(self, argv: Argv, fds: Sequence[int], env: dict[str, str], cwd: Path) -> Launch:
         iso = self.iso
         home = str(iso.home(self.owner))
-        inside_cwd = str(cwd) if any(_under(str(cwd), (b,)) for b in [home, *self.binds]) else home
+        inside_cwd = str(cwd) if _under(str(cwd), [home, *self.binds]) else home
         watch, lifeline = os.pipe()
         outer = [*fds, watch]
         inside = list(range(3, 3 + len(outer)))
@@ -376,15 +377,14 @@ class PodmanLauncher(Launcher):
             *jail.COMMAND, "--init", str(inside[-1]), "--",
             *argv(inside[:-1]),
         ]  # fmt: skip
-        launch = Launch(
+        return Launch(
             [sys.executable, "-I", "-S", "-c", _RENUMBER, *map(str, outer), "--", *podman],
             env,
             str(cwd) if os.path.isdir(cwd) else home,
             tuple(outer),
             lifeline,
+            child_ends=(watch,),
         )
-        launch._inside = (watch,)
-        return launch
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
