@@ -33,8 +33,9 @@ from pilotwave.cli.common import (
 from pilotwave.errors import PilotwaveError
 from pilotwave.pilot.isolation import DEFAULT_UID_BASE
 from pilotwave.protocol import Isolation
+from pilotwave.protocol.limits import GiB
 from pilotwave.sdk import config
-from pilotwave.server.quotas import GiB, Quotas
+from pilotwave.server.quotas import Quotas
 
 app = typer.Typer(
     help="Run ML and statistics jobs and workflows on any machine, durably.",

@@ -6,8 +6,8 @@ A pilot in ``--isolation user`` (running as root) starts every job's process thr
 
 (``--isolation container`` starts every job as ``python -I -S .../jail.py --init FD --
 ARGV...`` inside a container instead: see ``init``).  It runs as a script of the standard
-library only, without site packages: a job starts some 50 ms after it is asked to, not the
-half second importing the ``pilotwave`` package takes.
+library only, without site packages: it starts in milliseconds, not the quarter second and
+more that importing the ``pilotwave`` package takes (``bench/isolation.py``).
 
 and what the payload gets is:
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pilotwave.errors import TooLarge
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 MAX_BATCH = 10_000
 """Jobs in one submission, commands in one record, reports or log chunks in one request."""

@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass
 
 from pilotwave.errors import TooManyRequests
-
-GiB = 1024**3
+from pilotwave.protocol.limits import GiB, MiB
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class Quotas:
 
 
 def _size(nbytes: int) -> str:
-    for unit, scale in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
+    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
         if nbytes >= scale:
             return f"{nbytes / scale:.1f} {unit}"
     return f"{nbytes} bytes"
